@@ -1,0 +1,265 @@
+// A packed, cache-blocked GEMM (BLIS structure: pack A into MR-row panels, B into NR-column
+// panels, a register-blocked micro-kernel over KC) written with GCC vector extensions so one
+// template serves every vector width. Included once per instruction set by lstm_cpu_impl.h,
+// inside an ISA-specific namespace, and compiled with that ISA's flags.
+//
+// C[M,N] (+)= op(A)[M,K] * op(B)[K,N], row-major with leading dimensions; op = transpose or not.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "cpu_parallel.h"
+
+#ifndef RLSTM_VECTOR_BYTES
+#error "define RLSTM_VECTOR_BYTES (16, 32 or 64) before including cpu_gemm_impl.h"
+#endif
+
+namespace resetlstm {
+namespace cpu {
+namespace RLSTM_ISA {
+
+template <typename T, int BYTES>
+struct VecOf {
+  typedef T type __attribute__((vector_size(BYTES)));
+};
+
+// Blocking parameters per scalar type for this vector width.
+template <typename T>
+struct Blocking {
+  static constexpr int kLanes = RLSTM_VECTOR_BYTES / sizeof(T);
+  static constexpr int kNV = 2;                     // vectors per micro-tile row
+  static constexpr int NR = kNV * kLanes;           // micro-tile columns
+  static constexpr int MR = RLSTM_VECTOR_BYTES == 64 ? 8 : 6;  // micro-tile rows
+  static constexpr int KC = 16384 / (NR * sizeof(T));  // a B micro-panel fills ~16 KiB of L1
+  static constexpr int MC = 16 * MR;                // rows of A packed at once (L2)
+  using V = typename VecOf<T, RLSTM_VECTOR_BYTES>::type;
+};
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+// Per-thread packing buffer, allocated on first use and grown rarely; never in the hot loop
+// once warm.
+template <typename T, int kSlot>
+T* thread_scratch(int64_t elements) {
+  struct Buffer {
+    T* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < elements) {
+    std::free(buffer.data);
+    const size_t bytes = static_cast<size_t>(round_up(elements * sizeof(T), 64));
+    buffer.data = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (buffer.data == nullptr) throw std::bad_alloc();
+    buffer.size = elements;
+  }
+  return buffer.data;
+}
+
+// Packs op(A)[m, kc] (rows row0.., cols k0..) into ceil(m/MR) panels of kc x MR, zero padded.
+template <typename T>
+void pack_a(bool trans, const T* A, int64_t lda, int64_t m, int64_t kc, T* out) {
+  constexpr int MR = Blocking<T>::MR;
+  for (int64_t p = 0; p < m; p += MR) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
+    T* dst = out + p * kc;
+    if (!trans) {
+      for (int i = 0; i < rows; ++i) {
+        const T* src = A + (p + i) * lda;
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = src[k];
+      }
+      for (int i = rows; i < MR; ++i)
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = T(0);
+    } else {  // op(A)(r, k) = A[k * lda + r]: each k reads MR contiguous values
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = A + k * lda + p;
+        for (int i = 0; i < rows; ++i) dst[k * MR + i] = src[i];
+        for (int i = rows; i < MR; ++i) dst[k * MR + i] = T(0);
+      }
+    }
+  }
+}
+
+// Packs op(B)[kc, n] into ceil(n/NR) panels of kc x NR, zero padded.
+template <typename T>
+void pack_b(bool trans, const T* B, int64_t ldb, int64_t kc, int64_t n, T* out) {
+  constexpr int NR = Blocking<T>::NR;
+  for (int64_t q = 0; q < n; q += NR) {
+    const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
+    T* dst = out + q * kc;
+    if (!trans) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = B + k * ldb + q;
+        for (int j = 0; j < cols; ++j) dst[k * NR + j] = src[j];
+        for (int j = cols; j < NR; ++j) dst[k * NR + j] = T(0);
+      }
+    } else {  // op(B)(k, c) = B[c * ldb + k]
+      for (int j = 0; j < cols; ++j) {
+        const T* src = B + (q + j) * ldb;
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+      }
+      for (int j = cols; j < NR; ++j)
+        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
+    }
+  }
+}
+
+// C[m<=MR, n<=NR] (+)= a_panel[kc x MR] * b_panel[kc x NR], accumulators in registers.
+template <typename T>
+void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
+                  int64_t ldc, bool accumulate, int m, int n) {
+  using Bk = Blocking<T>;
+  using V = typename Bk::V;
+  constexpr int MR = Bk::MR, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const V av = V{} + a[k * MR + i];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
+    }
+  }
+  if (m == MR && n == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        T* dst = c + i * ldc + v * L;
+        if (accumulate) {
+          V old;
+          std::memcpy(&old, dst, sizeof(V));
+          acc[i][v] += old;
+        }
+        std::memcpy(dst, &acc[i][v], sizeof(V));
+      }
+  } else {
+    alignas(64) T tile[MR * NR];
+    std::memcpy(tile, acc, sizeof tile);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j)
+        c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+  }
+}
+
+// C[m, n] (+)= packed A block [m x kc] * packed B block [kc x n].
+template <typename T>
+void macro_kernel(int64_t m, int64_t n, int64_t kc, const T* a_packed, const T* b_packed, T* c,
+                  int64_t ldc, bool accumulate) {
+  constexpr int MR = Blocking<T>::MR, NR = Blocking<T>::NR;
+  for (int64_t q = 0; q < n; q += NR) {  // one B micro-panel stays in L1 across all A panels
+    const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
+    for (int64_t p = 0; p < m; p += MR) {
+      const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
+      micro_kernel(kc, a_packed + p * kc, b_packed + q * kc, c + p * ldc + q, ldc, accumulate,
+                   rows, cols);
+    }
+  }
+}
+
+// ---- a right-hand operand packed once and reused (the recurrent kernel, every step) --------
+
+template <typename T>
+struct PackedB {
+  const T* data = nullptr;
+  int64_t K = 0, N = 0;
+};
+
+// Layout: for each KC chunk pc, the chunk's ceil(N/NR) panels of kc x NR.
+template <typename T>
+int64_t packed_b_size(int64_t K, int64_t N) {
+  return K * round_up(N, Blocking<T>::NR);
+}
+
+template <typename T>
+PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t ldb, int64_t K,
+                       int64_t N, T* out) {
+  constexpr int KC = Blocking<T>::KC, NR = Blocking<T>::NR;
+  const int64_t n_pad = round_up(N, NR);
+  const int64_t chunks = ceil_div(K, KC);
+  runner.run(chunks, [&](int64_t pc) {
+    const int64_t k0 = pc * KC, kc = std::min<int64_t>(KC, K - k0);
+    const T* src = trans ? B + k0 : B + k0 * ldb;
+    pack_b(trans, src, ldb, kc, N, out + k0 * n_pad);
+  });
+  return PackedB<T>{out, K, N};
+}
+
+// C[M, N] (+)= A[M, K] * packed B, on the calling thread (called from inside a task).
+template <typename T>
+void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B, T* C,
+                        int64_t ldc, bool accumulate) {
+  constexpr int KC = Blocking<T>::KC, MC = Blocking<T>::MC, NR = Blocking<T>::NR;
+  const int64_t K = B.K, N = B.N, n_pad = round_up(N, NR);
+  if (M <= 0 || N <= 0) return;
+  if (K == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    return;
+  }
+  T* a_packed = thread_scratch<T, 0>(static_cast<int64_t>(MC) * KC);
+  for (int64_t i0 = 0; i0 < M; i0 += MC) {
+    const int64_t mc = std::min<int64_t>(MC, M - i0);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min<int64_t>(KC, K - k0);
+      pack_a(false, A + i0 * lda + k0, lda, mc, kc, a_packed);
+      macro_kernel(mc, N, kc, a_packed, B.data + k0 * n_pad, C + i0 * ldc, ldc,
+                   accumulate || k0 > 0);
+    }
+  }
+}
+
+// ---- general multi-threaded GEMM (input projection, weight gradients, input gradients) ------
+
+template <typename T>
+void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+          const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  using Bk = Blocking<T>;
+  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
+  if (M <= 0 || N <= 0) return;
+  // Tile C into blocks; enough of them to keep every thread busy, each block as large as that
+  // allows (a block re-packs its share of B, so bigger blocks pack less).
+  int64_t mc = round_up(std::min<int64_t>(M, 4 * Bk::MC), MR);
+  int64_t nc = round_up(std::min<int64_t>(N, 1024), NR);
+  const int64_t want = 4 * static_cast<int64_t>(runner.num_threads());
+  while (ceil_div(M, mc) * ceil_div(N, nc) < want && (mc > 2 * MR || nc > 2 * NR)) {
+    if (mc * 2 >= nc && mc > 2 * MR) mc = round_up(mc / 2, MR);
+    else nc = round_up(nc / 2, NR);
+  }
+  const int64_t mt = ceil_div(M, mc), nt = ceil_div(N, nc);
+  runner.run(mt * nt, [&](int64_t task) {
+    const int64_t i0 = (task / nt) * mc, j0 = (task % nt) * nc;
+    const int64_t m = std::min(mc, M - i0), n = std::min(nc, N - j0);
+    T* c = C + i0 * ldc + j0;
+    if (K == 0) {
+      if (!accumulate)
+        for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+      return;
+    }
+    T* a_packed = thread_scratch<T, 0>(round_up(m, MR) * KC);
+    T* b_packed = thread_scratch<T, 1>(round_up(n, NR) * KC);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min<int64_t>(KC, K - k0);
+      pack_a(trans_a, trans_a ? A + k0 * lda + i0 : A + i0 * lda + k0, lda, m, kc, a_packed);
+      pack_b(trans_b, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, kc, n, b_packed);
+      macro_kernel(m, n, kc, a_packed, b_packed, c, ldc, accumulate || k0 > 0);
+    }
+  });
+}
+
+}  // namespace RLSTM_ISA
+}  // namespace cpu
+}  // namespace resetlstm

@@ -1,0 +1,81 @@
+// CPU forward and backward of the reset-LSTM over a whole sequence. Framework-free: raw
+// pointers, sizes and a TaskRunner for parallelism. The TF op and the pybind11 module are thin
+// bindings over these functions.
+//
+// Shape legend: B batch, T time steps, I input size, H hidden size. "[B,T,*]" arrays are
+// "[T,B,*]" when Dims::time_major is set. Gate order along 4H is Keras': i, f, c, o.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu_parallel.h"
+
+namespace resetlstm {
+namespace cpu {
+
+struct Dims {
+  int64_t B = 0, T = 0, I = 0, H = 0;
+  bool time_major = false;
+};
+
+template <typename T>
+struct ForwardArgs {
+  Dims dims;
+  const T* inputs = nullptr;            // [B,T,I]
+  const T* kernel = nullptr;            // [I,4H]
+  const T* recurrent_kernel = nullptr;  // [H,4H]
+  const T* bias = nullptr;              // [4H]
+  const bool* resets = nullptr;         // [B,T] or null: true zeroes h, c before the step
+  const bool* mask = nullptr;           // [B,T] or null: false skips the step (Keras masking)
+  const T* h0 = nullptr;                // [B,H] or null (zeros)
+  const T* c0 = nullptr;                // [B,H] or null (zeros)
+  T* outputs = nullptr;                 // [B,T,H]
+  T* h_final = nullptr;                 // [B,H]
+  T* c_final = nullptr;                 // [B,H]
+  T* gates = nullptr;                   // [B,T,4H] saved for backward, or null (inference)
+  T* cells = nullptr;                   // [B,T,H]  saved for backward, or null (inference)
+};
+
+template <typename T>
+struct BackwardArgs {
+  Dims dims;
+  const T* inputs = nullptr;            // [B,T,I]
+  const T* kernel = nullptr;            // [I,4H]
+  const T* recurrent_kernel = nullptr;  // [H,4H]
+  const bool* resets = nullptr;         // [B,T] or null
+  const bool* mask = nullptr;           // [B,T] or null
+  const T* h0 = nullptr;                // [B,H] or null
+  const T* c0 = nullptr;                // [B,H] or null
+  const T* outputs = nullptr;           // [B,T,H]  forward result
+  const T* gates = nullptr;             // [B,T,4H] saved by forward
+  const T* cells = nullptr;             // [B,T,H]  saved by forward
+  const T* d_outputs = nullptr;         // [B,T,H] or null (zeros)
+  const T* d_h_final = nullptr;         // [B,H] or null (zeros)
+  const T* d_c_final = nullptr;         // [B,H] or null (zeros)
+  T* d_inputs = nullptr;                // [B,T,I]
+  T* d_kernel = nullptr;                // [I,4H]
+  T* d_recurrent_kernel = nullptr;      // [H,4H]
+  T* d_bias = nullptr;                  // [4H]
+  T* d_h0 = nullptr;                    // [B,H]
+  T* d_c0 = nullptr;                    // [B,H]
+};
+
+// Scratch memory the caller provides, in elements of T; the kernels allocate nothing.
+// The workspace pointer must be 64-byte aligned.
+template <typename T>
+int64_t forward_workspace_size(const Dims& dims, bool training);
+template <typename T>
+int64_t backward_workspace_size(const Dims& dims, bool has_mask);
+
+template <typename T>
+void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace);
+template <typename T>
+void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspace);
+
+// The instruction set the kernels dispatched to on this CPU ("avx512", "avx2" or "generic"),
+// and the ones compiled in.
+const char* selected_isa();
+const char* compiled_isas();
+
+}  // namespace cpu
+}  // namespace resetlstm

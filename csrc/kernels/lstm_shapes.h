@@ -1,0 +1,171 @@
+// Argument shape validation shared by every binding (TF shape function, TF kernels, pybind11),
+// so a bad argument gets the same message everywhere. Works with partially known shapes
+// (rank -1 or dim -1 = unknown): only what is known is checked.
+#pragma once
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lstm_cpu.h"
+
+namespace resetlstm {
+
+struct Shape {
+  int rank = -1;              // -1: unknown
+  std::vector<int64_t> dims;  // -1: unknown dim
+  bool present = true;        // optional arguments: false when not given
+
+  static Shape absent() {
+    Shape s;
+    s.present = false;
+    return s;
+  }
+};
+
+struct LstmShapes {
+  Shape inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0;
+};
+
+namespace detail {
+
+inline std::string str(const Shape& s) {
+  if (s.rank < 0) return "<unknown>";
+  std::ostringstream os;
+  os << "[";
+  for (int i = 0; i < s.rank; ++i) {
+    if (i) os << ", ";
+    if (s.dims[i] < 0) os << "?";
+    else os << s.dims[i];
+  }
+  os << "]";
+  return os.str();
+}
+
+inline std::string dim_str(int64_t d) { return d < 0 ? std::string("?") : std::to_string(d); }
+
+// Merges a known value into `value` or reports a conflict.
+inline bool merge(int64_t* value, int64_t d) {
+  if (d < 0) return true;
+  if (*value < 0) {
+    *value = d;
+    return true;
+  }
+  return *value == d;
+}
+
+}  // namespace detail
+
+// Returns "" when the shapes are consistent, else a message naming the argument, the expected
+// and the received shape. Fills dims (-1 where unknown; time_major taken from the argument).
+inline std::string check_lstm_shapes(const LstmShapes& s, bool time_major, cpu::Dims* dims_out) {
+  using detail::dim_str;
+  using detail::merge;
+  using detail::str;
+  std::ostringstream err;
+  auto rank_error = [&](const char* name, const Shape& sh, int rank, const char* layout) {
+    err << "`" << name << "` must be rank " << rank << " " << layout << ", got shape " << str(sh)
+        << " (rank " << sh.rank << ")";
+    return err.str();
+  };
+  auto dim = [](const Shape& sh, int i) { return sh.rank > i ? sh.dims[i] : int64_t(-1); };
+  const char* bt = time_major ? "[T, B]" : "[B, T]";
+
+  if (s.inputs.rank >= 0 && s.inputs.rank != 3)
+    return rank_error("inputs", s.inputs, 3, time_major ? "[T, B, I]" : "[B, T, I]");
+  if (s.kernel.rank >= 0 && s.kernel.rank != 2) return rank_error("kernel", s.kernel, 2, "[I, 4H]");
+  if (s.recurrent_kernel.rank >= 0 && s.recurrent_kernel.rank != 2)
+    return rank_error("recurrent_kernel", s.recurrent_kernel, 2, "[H, 4H]");
+  if (s.bias.rank >= 0 && s.bias.rank != 1) return rank_error("bias", s.bias, 1, "[4H]");
+  if (s.resets.present && s.resets.rank >= 0 && s.resets.rank != 2)
+    return rank_error("resets", s.resets, 2, bt);
+  if (s.mask.present && s.mask.rank >= 0 && s.mask.rank != 2)
+    return rank_error("mask", s.mask, 2, bt);
+  if (s.h0.present && s.h0.rank >= 0 && s.h0.rank != 2)
+    return rank_error("initial_state[0] (h)", s.h0, 2, "[B, H]");
+  if (s.c0.present && s.c0.rank >= 0 && s.c0.rank != 2)
+    return rank_error("initial_state[1] (c)", s.c0, 2, "[B, H]");
+
+  int64_t B = dim(s.inputs, time_major ? 1 : 0);
+  int64_t T = dim(s.inputs, time_major ? 0 : 1);
+  int64_t I = dim(s.inputs, 2);
+
+  // kernel [I, 4H]
+  if (!merge(&I, dim(s.kernel, 0))) {
+    err << "`kernel` must have shape [I, 4H] with I = " << I << " (the last dim of `inputs` "
+        << str(s.inputs) << "), got " << str(s.kernel);
+    return err.str();
+  }
+  int64_t H = -1;
+  const int64_t k4 = dim(s.kernel, 1);
+  if (k4 >= 0) {
+    if (k4 % 4 != 0) {
+      err << "`kernel` must have shape [I, 4H] (columns a multiple of 4, gates i, f, c, o), got "
+          << str(s.kernel);
+      return err.str();
+    }
+    H = k4 / 4;
+  }
+  // recurrent_kernel [H, 4H]
+  const int64_t r0 = dim(s.recurrent_kernel, 0), r1 = dim(s.recurrent_kernel, 1);
+  const bool rk_square4 = r0 < 0 || r1 < 0 || r1 == 4 * r0;
+  if (!rk_square4 || !merge(&H, r0) || (r1 >= 0 && (r1 % 4 != 0 || !merge(&H, r1 / 4)))) {
+    err << "`recurrent_kernel` must have shape [H, 4H]";
+    if (H >= 0) err << " = [" << H << ", " << 4 * H << "] (H from `kernel` " << str(s.kernel) << ")";
+    err << ", got " << str(s.recurrent_kernel);
+    return err.str();
+  }
+  // bias [4H]
+  const int64_t b0 = dim(s.bias, 0);
+  if (b0 >= 0 && (b0 % 4 != 0 || !merge(&H, b0 / 4))) {
+    err << "`bias` must have shape [4H]";
+    if (H >= 0) err << " = [" << 4 * H << "]";
+    err << ", got " << str(s.bias);
+    return err.str();
+  }
+  // resets, mask [B, T] (or [T, B])
+  auto check_bt = [&](const char* name, const Shape& sh) {
+    if (!sh.present) return true;
+    const int64_t d0 = dim(sh, 0), d1 = dim(sh, 1);
+    int64_t b = B, t = T;
+    const bool ok = time_major ? (merge(&t, d0) && merge(&b, d1)) : (merge(&b, d0) && merge(&t, d1));
+    if (!ok) {
+      err << "`" << name << "` must have shape " << bt << " = ["
+          << dim_str(time_major ? T : B) << ", " << dim_str(time_major ? B : T)
+          << "] to match `inputs` " << str(s.inputs) << (time_major ? " (time_major=True)" : "")
+          << ", got " << str(sh);
+      return false;
+    }
+    B = b;
+    T = t;
+    return true;
+  };
+  if (!check_bt("resets", s.resets) || !check_bt("mask", s.mask)) return err.str();
+  // initial state [B, H]
+  auto check_bh = [&](const char* name, const Shape& sh) {
+    if (!sh.present) return true;
+    int64_t b = B, h = H;
+    if (!merge(&b, dim(sh, 0)) || !merge(&h, dim(sh, 1))) {
+      err << "`" << name << "` must have shape [B, H] = [" << dim_str(B) << ", " << dim_str(H)
+          << "], got " << str(sh);
+      return false;
+    }
+    B = b;
+    H = h;
+    return true;
+  };
+  if (!check_bh("initial_state[0] (h)", s.h0) || !check_bh("initial_state[1] (c)", s.c0))
+    return err.str();
+
+  if (dims_out) {
+    dims_out->B = B;
+    dims_out->T = T;
+    dims_out->I = I;
+    dims_out->H = H;
+    dims_out->time_major = time_major;
+  }
+  return "";
+}
+
+}  // namespace resetlstm

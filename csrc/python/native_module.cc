@@ -1,0 +1,268 @@
+// pybind11 module resetlstm._native: the framework-free kernels on numpy arrays, without
+// TensorFlow. Used to test the kernels directly and on machines without TF.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../kernels/lstm_cpu.h"
+#include "../kernels/lstm_shapes.h"
+
+namespace py = pybind11;
+
+namespace resetlstm {
+namespace {
+
+// A few plain threads per call; this module is not the TF op (which uses TF's pool).
+class ThreadRunner final : public cpu::TaskRunner {
+ public:
+  explicit ThreadRunner(int threads)
+      : threads_(threads > 0 ? threads
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+  int num_threads() const override { return threads_; }
+  void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
+    const int64_t workers = std::min<int64_t>(threads_, num_tasks);
+    if (workers <= 1) {
+      for (int64_t i = 0; i < num_tasks; ++i) task(i);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    auto work = [&] {
+      for (int64_t i = next++; i < num_tasks; i = next++) task(i);
+    };
+    std::vector<std::thread> pool;
+    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+  }
+
+ private:
+  int threads_;
+};
+
+using OptArray = std::optional<py::array>;
+
+Shape ShapeOf(const OptArray& a) {
+  if (!a) return Shape::absent();
+  Shape s;
+  s.rank = static_cast<int>(a->ndim());
+  for (int i = 0; i < s.rank; ++i) s.dims.push_back(a->shape(i));
+  return s;
+}
+
+// The float arguments must all have the dtype of `inputs`; no silent conversion.
+void CheckDtype(const py::dtype& want, const OptArray& a, const char* name) {
+  if (a && !a->dtype().is(want))
+    throw py::value_error(std::string("reset_lstm: `") + name + "` has dtype " +
+                          py::str(a->dtype()).cast<std::string>() + " but `inputs` has " +
+                          py::str(want).cast<std::string>() +
+                          "; all float arguments must share one dtype");
+}
+
+template <typename T>
+using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+const T* Ptr(const std::optional<Arr<T>>& a) {
+  return a ? a->data() : nullptr;
+}
+
+template <typename T>
+std::optional<Arr<T>> Contig(const OptArray& a) {
+  if (!a) return std::nullopt;
+  return Arr<T>::ensure(*a);
+}
+
+cpu::Dims Validate(const LstmShapes& s, bool time_major) {
+  cpu::Dims d;
+  const std::string error = check_lstm_shapes(s, time_major, &d);
+  if (!error.empty()) throw py::value_error("reset_lstm: " + error);
+  return d;
+}
+
+std::vector<py::ssize_t> SeqShape(const cpu::Dims& d, int64_t width) {
+  return d.time_major ? std::vector<py::ssize_t>{d.T, d.B, width}
+                      : std::vector<py::ssize_t>{d.B, d.T, width};
+}
+
+template <typename T>
+py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::array& rkernel,
+                  const py::array& bias, const OptArray& resets, const OptArray& mask,
+                  const OptArray& h0, const OptArray& c0, bool time_major, bool training,
+                  int num_threads) {
+  LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
+               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0)};
+  if (h0.has_value() != c0.has_value())
+    throw py::value_error("reset_lstm: `initial_state` needs both h0 and c0, or neither");
+  const cpu::Dims d = Validate(s, time_major);
+  auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel), b = Contig<T>(bias);
+  auto h0a = Contig<T>(h0), c0a = Contig<T>(c0);
+  auto ra = Contig<bool>(resets), ma = Contig<bool>(mask);
+
+  Arr<T> outputs(SeqShape(d, d.H)), h({d.B, d.H}), c({d.B, d.H});
+  Arr<T> gates(training ? SeqShape(d, 4 * d.H) : std::vector<py::ssize_t>{0});
+  Arr<T> cells(training ? SeqShape(d, d.H) : std::vector<py::ssize_t>{0});
+  cpu::ForwardArgs<T> a;
+  a.dims = d;
+  a.inputs = x->data();
+  a.kernel = k->data();
+  a.recurrent_kernel = rk->data();
+  a.bias = b->data();
+  a.resets = Ptr(ra);
+  a.mask = Ptr(ma);
+  a.h0 = Ptr(h0a);
+  a.c0 = Ptr(c0a);
+  a.outputs = outputs.mutable_data();
+  a.h_final = h.mutable_data();
+  a.c_final = c.mutable_data();
+  a.gates = training ? gates.mutable_data() : nullptr;
+  a.cells = training ? cells.mutable_data() : nullptr;
+  Arr<T> workspace({std::max<int64_t>(1, cpu::forward_workspace_size<T>(d, training) + 64)});
+  {
+    py::gil_scoped_release release;
+    T* ws = workspace.mutable_data();
+    ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t(63));
+    cpu::forward<T>(ThreadRunner(num_threads), a, ws);
+  }
+  return py::make_tuple(outputs, h, c, gates, cells);
+}
+
+template <typename T>
+py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::array& rkernel,
+                   const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
+                   const OptArray& c0, const py::array& outputs, const py::array& gates,
+                   const py::array& cells, const OptArray& d_outputs, const OptArray& d_h,
+                   const OptArray& d_c, bool time_major, int num_threads) {
+  LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
+               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0)};
+  const cpu::Dims d = Validate(s, time_major);
+  auto expect = [&](const OptArray& a, std::vector<py::ssize_t> shape, const char* name) {
+    if (!a) return;
+    std::vector<py::ssize_t> got(a->shape(), a->shape() + a->ndim());
+    if (got != shape)
+      throw py::value_error(std::string("reset_lstm backward: `") + name +
+                            "` has the wrong shape (" + py::str(py::cast(got)).cast<std::string>() +
+                            ", expected " + py::str(py::cast(shape)).cast<std::string>() +
+                            "); pass the forward's results (training=True)");
+  };
+  expect(outputs, SeqShape(d, d.H), "outputs");
+  expect(gates, SeqShape(d, 4 * d.H), "gates");
+  expect(cells, SeqShape(d, d.H), "cells");
+  expect(d_outputs, SeqShape(d, d.H), "d_outputs");
+  expect(d_h, {d.B, d.H}, "d_h");
+  expect(d_c, {d.B, d.H}, "d_c");
+
+  auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel);
+  auto h0a = Contig<T>(h0), c0a = Contig<T>(c0), ya = Contig<T>(outputs), ga = Contig<T>(gates),
+       ca = Contig<T>(cells), dya = Contig<T>(d_outputs), dha = Contig<T>(d_h),
+       dca = Contig<T>(d_c);
+  auto ra = Contig<bool>(resets), ma = Contig<bool>(mask);
+
+  Arr<T> dx(SeqShape(d, d.I)), dk({d.I, 4 * d.H}), drk({d.H, 4 * d.H}), db({4 * d.H}),
+      dh0({d.B, d.H}), dc0({d.B, d.H});
+  cpu::BackwardArgs<T> a;
+  a.dims = d;
+  a.inputs = x->data();
+  a.kernel = k->data();
+  a.recurrent_kernel = rk->data();
+  a.resets = Ptr(ra);
+  a.mask = Ptr(ma);
+  a.h0 = Ptr(h0a);
+  a.c0 = Ptr(c0a);
+  a.outputs = ya->data();
+  a.gates = ga->data();
+  a.cells = ca->data();
+  a.d_outputs = Ptr(dya);
+  a.d_h_final = Ptr(dha);
+  a.d_c_final = Ptr(dca);
+  a.d_inputs = dx.mutable_data();
+  a.d_kernel = dk.mutable_data();
+  a.d_recurrent_kernel = drk.mutable_data();
+  a.d_bias = db.mutable_data();
+  a.d_h0 = dh0.mutable_data();
+  a.d_c0 = dc0.mutable_data();
+  Arr<T> workspace(
+      {std::max<int64_t>(1, cpu::backward_workspace_size<T>(d, mask.has_value()) + 64)});
+  {
+    py::gil_scoped_release release;
+    T* ws = workspace.mutable_data();
+    ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t(63));
+    cpu::backward<T>(ThreadRunner(num_threads), a, ws);
+  }
+  return py::make_tuple(dx, dk, drk, db, dh0, dc0);
+}
+
+bool IsFloat(const py::dtype& dt, char kind_size) {
+  return dt.kind() == 'f' && dt.itemsize() == (kind_size == 'f' ? 4 : 8);
+}
+
+}  // namespace
+}  // namespace resetlstm
+
+PYBIND11_MODULE(_native, m) {
+  using namespace resetlstm;
+  m.doc() = "resetlstm kernels on numpy arrays (no TensorFlow).";
+  m.def(
+      "forward",
+      [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
+         const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
+         const OptArray& c0, bool time_major, bool training, int num_threads) {
+        const py::dtype dt = inputs.dtype();
+        for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
+                               {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
+                               {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"}})
+          CheckDtype(dt, a, name);
+        if (IsFloat(dt, 'f'))
+          return Forward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                                time_major, training, num_threads);
+        if (IsFloat(dt, 'd'))
+          return Forward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                                 time_major, training, num_threads);
+        throw py::value_error("reset_lstm: `inputs` must be float32 or float64, got " +
+                              py::str(dt).cast<std::string>());
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
+      py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
+      py::arg("num_threads") = 0,
+      "Forward over a sequence. Returns (outputs, h_T, c_T, gates, cell_states); gates and "
+      "cell_states are empty when training=False.");
+  m.def(
+      "backward",
+      [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
+         const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
+         const OptArray& c0, const py::array& outputs, const py::array& gates,
+         const py::array& cells, const OptArray& d_outputs, const OptArray& d_h,
+         const OptArray& d_c, bool time_major, int num_threads) {
+        const py::dtype dt = inputs.dtype();
+        for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
+                               {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
+                               {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"},
+                               {outputs, "outputs"}, {gates, "gates"}, {cells, "cell_states"},
+                               {d_outputs, "d_outputs"}, {d_h, "d_h"}, {d_c, "d_c"}})
+          CheckDtype(dt, a, name);
+        if (IsFloat(dt, 'f'))
+          return Backward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, outputs,
+                                 gates, cells, d_outputs, d_h, d_c, time_major, num_threads);
+        if (IsFloat(dt, 'd'))
+          return Backward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                                  outputs, gates, cells, d_outputs, d_h, d_c, time_major,
+                                  num_threads);
+        throw py::value_error("reset_lstm: `inputs` must be float32 or float64, got " +
+                              py::str(dt).cast<std::string>());
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
+      py::arg("gates"), py::arg("cell_states"), py::arg("d_outputs"), py::arg("d_h"),
+      py::arg("d_c"), py::arg("time_major") = false, py::arg("num_threads") = 0,
+      "Backward (BPTT). Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
+  m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
+  m.def("compiled_isas", &cpu::compiled_isas, "SIMD instruction sets compiled in.");
+}

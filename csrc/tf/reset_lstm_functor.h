@@ -1,0 +1,67 @@
+// Functor per device, declared once: the OpKernels in reset_lstm_kernels.cc call these; the CPU
+// specialisation runs the framework-free CPU kernels on TF's intra-op thread pool.
+#pragma once
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#include "../kernels/lstm_cpu.h"
+
+namespace resetlstm {
+
+using CPUDevice = Eigen::ThreadPoolDevice;
+using GPUDevice = Eigen::GpuDevice;
+
+template <typename Device, typename T>
+struct ForwardFunctor;
+template <typename Device, typename T>
+struct BackwardFunctor;
+
+// The OpKernelContext's intra-op thread pool as a TaskRunner; one pool task per kernel task.
+class TfTaskRunner final : public cpu::TaskRunner {
+ public:
+  explicit TfTaskRunner(tensorflow::OpKernelContext* ctx)
+      : pool_(ctx->device()->tensorflow_cpu_worker_threads()->workers) {}
+  int num_threads() const override { return pool_->NumThreads(); }
+  void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
+    if (num_tasks <= 0) return;
+    if (num_tasks == 1) {
+      task(0);
+      return;
+    }
+    using Pool = tensorflow::thread::ThreadPool;
+    pool_->ParallelFor(
+        num_tasks,
+        Pool::SchedulingParams(Pool::SchedulingStrategy::kFixedBlockSize, std::nullopt, 1),
+        [&task](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) task(i);
+        });
+  }
+
+ private:
+  tensorflow::thread::ThreadPool* pool_;
+};
+
+template <typename T>
+struct ForwardFunctor<CPUDevice, T> {
+  static int64_t WorkspaceSize(const cpu::Dims& d, bool training) {
+    return cpu::forward_workspace_size<T>(d, training);
+  }
+  void operator()(tensorflow::OpKernelContext* ctx, const cpu::ForwardArgs<T>& args,
+                  T* workspace) const {
+    cpu::forward<T>(TfTaskRunner(ctx), args, workspace);
+  }
+};
+
+template <typename T>
+struct BackwardFunctor<CPUDevice, T> {
+  static int64_t WorkspaceSize(const cpu::Dims& d, bool has_mask) {
+    return cpu::backward_workspace_size<T>(d, has_mask);
+  }
+  void operator()(tensorflow::OpKernelContext* ctx, const cpu::BackwardArgs<T>& args,
+                  T* workspace) const {
+    cpu::backward<T>(TfTaskRunner(ctx), args, workspace);
+  }
+};
+
+}  // namespace resetlstm

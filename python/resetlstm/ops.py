@@ -1,0 +1,220 @@
+"""TensorFlow bindings: loads the op library, wraps the ops, registers their gradient."""
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from resetlstm import _build_info
+from resetlstm._version import __version__
+
+_LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resetlstm_ops.so")
+_ops = tf.load_op_library(_LIBRARY_PATH)
+
+_FLOAT_DTYPES = (tf.float32, tf.float64)
+# Forward outputs 3 and 4 are the saved activations; their gradients are never used.
+_SAVED_OUTPUTS = [3, 4]
+
+try:  # Let eager backprop pass None (not materialised zeros) for the saved-activation outputs.
+    from tensorflow.python.eager import backprop as _backprop
+
+    _backprop._grad_fn_accepts_none_for_indices["ResetLSTM"] = _SAVED_OUTPUTS
+except (ImportError, AttributeError):  # pragma: no cover - older/newer TF: zeros are only slower
+    pass
+
+
+def build_info() -> dict:
+    """How this installation was built and what it runs with.
+
+    Returns a dict with the package ``version``, the ``tensorflow`` version it was built
+    against, the ``compiler``, whether ``cuda`` was built in, the CUDA architectures, and
+    ``simd``: the instruction sets compiled in and the one selected on this CPU.
+    """
+    from resetlstm import _native
+
+    return {
+        "version": __version__,
+        "tensorflow": _build_info.TENSORFLOW,
+        "compiler": _build_info.COMPILER,
+        "cuda": bool(_build_info.CUDA),
+        "cuda_architectures": _build_info.CUDA_ARCHITECTURES,
+        "simd": {"compiled": list(_build_info.SIMD_COMPILED), "selected": _native.selected_isa()},
+    }
+
+
+def _could_record_gradient() -> bool:
+    """Whether a gradient of the op may be requested: inside a graph (tf.function) always
+    (the kernel then skips saving when nothing consumes the saved tensors); eagerly only
+    while a GradientTape is recording."""
+    if not tf.executing_eagerly():
+        return True
+    try:
+        from tensorflow.python.eager import record
+
+        return record.could_possibly_record()
+    except (ImportError, AttributeError):  # pragma: no cover
+        return True
+
+
+def _float_tensor(value, name: str, dtype=None):
+    if isinstance(value, (tf.Tensor, tf.Variable)) or hasattr(value, "dtype"):
+        t = tf.convert_to_tensor(value)
+    else:  # python lists/scalars take the dtype of `inputs`
+        t = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
+    if dtype is None:
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"reset_lstm: `{name}` must be float32 or float64, got {t.dtype.name}")
+    elif t.dtype != dtype:
+        raise ValueError(
+            f"reset_lstm: `{name}` has dtype {t.dtype.name} but `inputs` has {dtype.name}; "
+            "all float arguments must share one dtype"
+        )
+    return t
+
+
+def _flag_tensor(value, name: str):
+    """bool, or 0/1 ints/floats (any nonzero value counts as True)."""
+    t = tf.convert_to_tensor(value)
+    if t.dtype == tf.bool:
+        return t
+    if not (t.dtype.is_integer or t.dtype.is_floating):
+        raise ValueError(f"reset_lstm: `{name}` must be bool or 0/1 numbers, got {t.dtype.name}")
+    return tf.not_equal(t, tf.zeros([], t.dtype))
+
+
+def reset_lstm(
+    inputs,
+    kernel,
+    recurrent_kernel,
+    bias,
+    resets=None,
+    initial_state=None,
+    mask=None,
+    time_major: bool = False,
+):
+    """Runs an LSTM over a sequence whose state can be reset per batch row at any step.
+
+    Args:
+      inputs: [B, T, I] float32 or float64 ([T, B, I] if ``time_major``).
+      kernel: [I, 4H], recurrent_kernel: [H, 4H], bias: [4H]. Keras layout, gates i, f, c, o,
+        so the weights of ``keras.layers.LSTM`` load 1:1.
+      resets: optional [B, T] ([T, B]) bool or 0/1: True at (b, t) zeroes row b's h and c
+        before step t. No gradient crosses a reset.
+      initial_state: optional pair (h0, c0), each [B, H]; zeros when absent.
+      mask: optional [B, T] ([T, B]) bool, Keras masking: a masked step carries the state and
+        repeats the previous output (zeros before the first unmasked step).
+      time_major: whether the first two axes of inputs/outputs/resets/mask are (T, B).
+
+    Returns:
+      (outputs [B, T, H], h_T [B, H], c_T [B, H]).
+    """
+    with tf.name_scope("reset_lstm"):
+        inputs = _float_tensor(inputs, "inputs")
+        dtype = inputs.dtype
+        kernel = _float_tensor(kernel, "kernel", dtype)
+        recurrent_kernel = _float_tensor(recurrent_kernel, "recurrent_kernel", dtype)
+        bias = _float_tensor(bias, "bias", dtype)
+        placeholder_flags = tf.zeros([0], tf.bool)
+        placeholder_state = tf.zeros([0], dtype)
+        use_resets, use_mask = resets is not None, mask is not None
+        resets = _flag_tensor(resets, "resets") if use_resets else placeholder_flags
+        mask = _flag_tensor(mask, "mask") if use_mask else placeholder_flags
+        use_initial_state = initial_state is not None
+        if use_initial_state:
+            if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+                raise ValueError(
+                    "reset_lstm: `initial_state` must be a pair (h0, c0) of [B, H] tensors, got "
+                    f"{type(initial_state).__name__}"
+                    + (f" of length {len(initial_state)}" if hasattr(initial_state, "__len__") else "")
+                )
+            h0 = _float_tensor(initial_state[0], "initial_state[0] (h)", dtype)
+            c0 = _float_tensor(initial_state[1], "initial_state[1] (c)", dtype)
+        else:
+            h0 = c0 = placeholder_state
+        outputs, h, c, _, _ = _ops.reset_lstm(
+            inputs,
+            kernel,
+            recurrent_kernel,
+            bias,
+            resets,
+            mask,
+            h0,
+            c0,
+            time_major=bool(time_major),
+            use_resets=use_resets,
+            use_mask=use_mask,
+            use_initial_state=use_initial_state,
+            training=_could_record_gradient(),
+        )
+        return outputs, h, c
+
+
+def reset_lstm_cell(x_t, h, c, kernel, recurrent_kernel, bias, reset=None):
+    """One LSTM step with an optional per-row reset: the same op as ``reset_lstm`` with T = 1.
+
+    Args:
+      x_t: [B, I]; h, c: [B, H]; kernel [I, 4H]; recurrent_kernel [H, 4H]; bias [4H];
+      reset: optional [B] bool or 0/1: True zeroes that row's h and c before the step.
+
+    Returns:
+      (h, c) after the step, each [B, H].
+    """
+    with tf.name_scope("reset_lstm_cell"):
+        x_t = _float_tensor(x_t, "x_t")
+        h = _float_tensor(h, "h", x_t.dtype)
+        c = _float_tensor(c, "c", x_t.dtype)
+        for name, t, rank in (("x_t", x_t, 2), ("h", h, 2), ("c", c, 2)):
+            if t.shape.rank is not None and t.shape.rank != rank:
+                raise ValueError(
+                    f"reset_lstm_cell: `{name}` must be rank {rank} [B, {'I' if name == 'x_t' else 'H'}], "
+                    f"got shape {t.shape}"
+                )
+        resets = None
+        if reset is not None:
+            reset = _flag_tensor(reset, "reset")
+            if reset.shape.rank is not None and reset.shape.rank != 1:
+                raise ValueError(f"reset_lstm_cell: `reset` must be rank 1 [B], got shape {reset.shape}")
+            resets = reset[:, None]
+        _, h_next, c_next = reset_lstm(
+            x_t[:, None, :], kernel, recurrent_kernel, bias, resets=resets, initial_state=(h, c)
+        )
+        return h_next, c_next
+
+
+@tf.RegisterGradient("ResetLSTM")
+def _reset_lstm_grad(op, d_outputs, d_h, d_c, _d_gates, _d_cells):
+    """BPTT through ResetLSTM. resets and mask get no gradient; neither do the placeholders of
+    absent optional arguments."""
+    inputs, kernel, recurrent_kernel, _bias, resets, mask, h0, c0 = op.inputs
+    outputs, h, c, gates, cells = op.outputs
+    if not op.get_attr("training"):
+        raise ValueError(
+            "reset_lstm: the forward pass ran without saving activations (no GradientTape was "
+            "recording); call it under the tape you take the gradient from"
+        )
+    d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+    d_h = tf.zeros_like(h) if d_h is None else d_h
+    d_c = tf.zeros_like(c) if d_c is None else d_c
+    use_initial_state = op.get_attr("use_initial_state")
+    dx, dk, drk, db, dh0, dc0 = _ops.reset_lstm_grad(
+        inputs,
+        kernel,
+        recurrent_kernel,
+        resets,
+        mask,
+        h0,
+        c0,
+        outputs,
+        gates,
+        cells,
+        d_outputs,
+        d_h,
+        d_c,
+        time_major=op.get_attr("time_major"),
+        use_resets=op.get_attr("use_resets"),
+        use_mask=op.get_attr("use_mask"),
+        use_initial_state=use_initial_state,
+    )
+    if not use_initial_state:
+        dh0 = dc0 = None
+    return [dx, dk, drk, db, None, None, dh0, dc0]
