@@ -128,7 +128,7 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* _
     for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const V av = V{} + a[k * MR + i];
+      const V av = a[k * MR + i] - V{};  // a broadcast (x - 0 == x for every x)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
     }
@@ -230,14 +230,19 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
   using Bk = Blocking<T>;
   constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
   if (M <= 0 || N <= 0) return;
-  // Tile C into blocks; enough of them to keep every thread busy, each block as large as that
-  // allows (a block re-packs its share of B, so bigger blocks pack less).
+  // Tile C into blocks: enough to keep every thread busy, split so that packing costs least
+  // (every row block packs all of B, every column block all of A).
   int64_t mc = round_up(std::min<int64_t>(M, 4 * Bk::MC), MR);
-  int64_t nc = round_up(std::min<int64_t>(N, 1024), NR);
-  const int64_t want = 4 * static_cast<int64_t>(runner.num_threads());
+  int64_t nc = round_up(std::min<int64_t>(N, 2048), NR);
+  const int64_t want = 2 * static_cast<int64_t>(runner.num_threads());
+  auto packing = [&](int64_t m_block, int64_t n_block) {
+    return ceil_div(N, n_block) * M + ceil_div(M, m_block) * N;  // times K
+  };
   while (ceil_div(M, mc) * ceil_div(N, nc) < want && (mc > 2 * MR || nc > 2 * NR)) {
-    if (mc * 2 >= nc && mc > 2 * MR) mc = round_up(mc / 2, MR);
-    else nc = round_up(nc / 2, NR);
+    const int64_t mc_half = round_up(mc / 2, MR), nc_half = round_up(nc / 2, NR);
+    const bool can_m = mc > 2 * MR, can_n = nc > 2 * NR;
+    if (can_m && (!can_n || packing(mc_half, nc) <= packing(mc, nc_half))) mc = mc_half;
+    else nc = nc_half;
   }
   const int64_t mt = ceil_div(M, mc), nt = ceil_div(N, nc);
   runner.run(mt * nt, [&](int64_t task) {

@@ -23,8 +23,10 @@ namespace resetlstm {
 // exp(x) for float on the host: Cody-Waite range reduction and a degree-6 polynomial (Cephes
 // expf), relative error ~2 ulp, no branches and no library call so loops over it vectorize.
 RLSTM_HD float host_expf(float x) {
-  x = fminf(fmaxf(x, -87.0f), 88.0f);
-  const float n = floorf(x * 1.44269504088896341f + 0.5f);
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (floorf would block vectorization).
+  const float magic = 12582912.0f;
+  const float n = (x * 1.44269504088896341f + magic) - magic;
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
