@@ -12,15 +12,6 @@ _LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reset
 _ops = tf.load_op_library(_LIBRARY_PATH)
 
 _FLOAT_DTYPES = (tf.float32, tf.float64)
-# Forward outputs 3 and 4 are the saved activations; their gradients are never used.
-_SAVED_OUTPUTS = [3, 4]
-
-try:  # Let eager backprop pass None (not materialised zeros) for the saved-activation outputs.
-    from tensorflow.python.eager import backprop as _backprop
-
-    _backprop._grad_fn_accepts_none_for_indices["ResetLSTM"] = _SAVED_OUTPUTS
-except (ImportError, AttributeError):  # pragma: no cover - older/newer TF: zeros are only slower
-    pass
 
 
 def build_info() -> dict:
