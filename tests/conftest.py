@@ -1,0 +1,275 @@
+"""Shared helpers for the resetlstm test suite.
+
+TensorFlow and resetlstm are imported lazily (inside the helpers), so the numpy reference
+self-checks run even when the op library has not been built.
+"""
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PY = os.path.join(_REPO, "python")
+if _PY not in sys.path:
+    sys.path.insert(0, _PY)
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+
+def lib():
+    """The resetlstm package (imported on first use; fails loudly if the build is missing)."""
+    import resetlstm
+    return resetlstm
+
+
+def tf_():
+    import tensorflow as tf
+    return tf
+
+
+# --------------------------------------------------------------------------- problems
+
+def random_weights(rng, I, H, dtype=np.float64, scale=0.5):
+    kernel = rng.uniform(-scale, scale, (I, 4 * H)).astype(dtype)
+    recurrent_kernel = rng.uniform(-scale, scale, (H, 4 * H)).astype(dtype)
+    bias = rng.uniform(-scale, scale, (4 * H,)).astype(dtype)
+    return kernel, recurrent_kernel, bias
+
+
+def random_resets(rng, B, T, p=0.3):
+    """Random resets that always include: a reset at t=0 (row 1), consecutive resets (row 1),
+    a row reset at every step (row 0) and, with B >= 4, a row with no reset (row 3)."""
+    r = rng.random((B, T)) < p
+    if T == 0:
+        return r
+    if B >= 1:
+        r[0, :] = True
+    if B >= 2:
+        r[1, :] = False
+        r[1, 0] = True
+        if T >= 4:
+            r[1, 2:4] = True
+    if B >= 3 and T >= 2:
+        r[2, 0] = False
+        r[2, T - 1] = True
+    if B >= 4:
+        r[3, :] = False
+    return r
+
+
+def random_mask(rng, B, T, p=0.7):
+    """Random mask (True = step used) including: masked t=0 (row 1 and 2), a fully masked row
+    (the last row, when B >= 3) and an unmasked t=0 (row 0)."""
+    m = rng.random((B, T)) < p
+    if T == 0:
+        return m
+    if B >= 1:
+        m[0, 0] = True
+    if B >= 2:
+        m[1, 0] = False
+        m[1, 1:] = True
+        if T >= 3:
+            m[1, 2] = False
+    if B >= 3:
+        m[2, 0] = False
+        m[B - 1, :] = False
+    return m
+
+
+def make_problem(seed, B, T, I, H, dtype=np.float64, resets=False, state=False, mask=False,
+                 upstream=("outputs", "h", "c")):
+    """Batch-major problem dict (numpy): inputs, kernel, recurrent_kernel, bias, resets, h0, c0,
+    mask, d_outputs, d_h, d_c (missing ones None)."""
+    rng = np.random.default_rng(seed)
+    kernel, recurrent_kernel, bias = random_weights(rng, I, H, dtype)
+    p = dict(
+        inputs=rng.uniform(-1.0, 1.0, (B, T, I)).astype(dtype),
+        kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias,
+        resets=random_resets(rng, B, T) if resets else None,
+        h0=rng.uniform(-0.8, 0.8, (B, H)).astype(dtype) if state else None,
+        c0=rng.uniform(-1.0, 1.0, (B, H)).astype(dtype) if state else None,
+        mask=random_mask(rng, B, T) if mask else None,
+    )
+    p["d_outputs"] = rng.normal(size=(B, T, H)).astype(dtype) if "outputs" in upstream else None
+    p["d_h"] = rng.normal(size=(B, H)).astype(dtype) if "h" in upstream else None
+    p["d_c"] = rng.normal(size=(B, H)).astype(dtype) if "c" in upstream else None
+    return p
+
+
+def reference_for(p):
+    """Float64 reference forward + BPTT for a make_problem dict."""
+    from reference import reference_forward_backward
+    return reference_forward_backward(p["inputs"], p["kernel"], p["recurrent_kernel"], p["bias"],
+                                      p["resets"], p["h0"], p["c0"], p["mask"],
+                                      p["d_outputs"], p["d_h"], p["d_c"])
+
+
+# --------------------------------------------------------------------------- comparisons
+
+def tolerance(dtype):
+    """(rtol, atol-relative-to-scale) for a dtype."""
+    return (1e-10, 1e-10) if np.dtype(dtype) == np.float64 else (1e-5, 1e-5)
+
+
+def assert_close(actual, expected, dtype, name="", factor=1.0):
+    """allclose with atol scaled by max(1, max|expected|)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    rtol, atol = tolerance(dtype)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol * factor, atol=atol * factor * scale,
+                               err_msg=name)
+
+
+# --------------------------------------------------------------------------- running the op
+
+DIFF_NAMES = ("inputs", "kernel", "recurrent_kernel", "bias", "h0", "c0")
+
+
+def run_reset_lstm(mode, inputs, kernel, recurrent_kernel, bias, resets=None, h0=None, c0=None,
+                   mask=None, time_major=False, d_outputs=None, d_h=None, d_c=None,
+                   unconnected_zero=False):
+    """Call resetlstm.reset_lstm eagerly (mode='eager') or inside a tf.function
+    (mode='function'), with loss = sum(outputs*d_outputs) + sum(h_T*d_h) + sum(c_T*d_c)
+    (terms with a None upstream are left out of the loss).
+
+    All arrays are passed in the layout given (time-major when time_major=True).
+    Returns ((outputs, h_T, c_T) as numpy, grads dict name -> numpy or None, raw tensors).
+    """
+    tf = tf_()
+    rl = lib()
+
+    def conv(a):
+        return None if a is None else tf.convert_to_tensor(a)
+
+    tensors = dict(inputs=conv(inputs), kernel=conv(kernel), recurrent_kernel=conv(recurrent_kernel),
+                   bias=conv(bias), h0=conv(h0), c0=conv(c0))
+    extra = dict(resets=conv(resets), mask=conv(mask))
+    ups = dict(outputs=conv(d_outputs), h=conv(d_h), c=conv(d_c))
+    want_grads = any(v is not None for v in ups.values())
+
+    def body(t, e, u):
+        with tf.GradientTape() as tape:
+            for v in t.values():
+                if v is not None:
+                    tape.watch(v)
+            initial_state = None if t["h0"] is None else (t["h0"], t["c0"])
+            y, h, c = rl.reset_lstm(t["inputs"], t["kernel"], t["recurrent_kernel"], t["bias"],
+                                    resets=e["resets"], initial_state=initial_state,
+                                    mask=e["mask"], time_major=time_major)
+            loss = tf.constant(0.0, dtype=y.dtype)
+            for out, up in ((y, u["outputs"]), (h, u["h"]), (c, u["c"])):
+                if up is not None:
+                    loss = loss + tf.reduce_sum(out * up)
+        grads = {}
+        if want_grads:
+            names = [n for n in DIFF_NAMES if t[n] is not None]
+            kw = {}
+            if unconnected_zero:
+                kw["unconnected_gradients"] = tf.UnconnectedGradients.ZERO
+            gl = tape.gradient(loss, [t[n] for n in names], **kw)
+            grads = dict(zip(names, gl))
+        return (y, h, c), grads
+
+    if mode == "eager":
+        outs, grads = body(tensors, extra, ups)
+    elif mode == "function":
+        outs, grads = tf.function(body)(tensors, extra, ups)
+    else:
+        raise ValueError(mode)
+    np_outs = tuple(o.numpy() for o in outs)
+    np_grads = {k: (None if v is None else v.numpy()) for k, v in grads.items()}
+    return np_outs, np_grads, outs
+
+
+def op_on_problem(mode, p, time_major=False, resets_dtype=None, mask_dtype=None, dtype=None,
+                  unconnected_zero=False):
+    """run_reset_lstm on a batch-major make_problem dict; results converted back to batch-major."""
+    from reference import to_batch_major, to_time_major
+    tm = to_time_major if time_major else (lambda a: a)
+
+    def flags(a, dt):
+        if a is None:
+            return None
+        a = tm(a)
+        return a if dt is None else np.asarray(a).astype(dt)
+
+    (y, h, c), grads, raw = run_reset_lstm(
+        mode, tm(p["inputs"]), p["kernel"], p["recurrent_kernel"], p["bias"],
+        resets=flags(p["resets"], resets_dtype), h0=p["h0"], c0=p["c0"],
+        mask=flags(p["mask"], mask_dtype), time_major=time_major,
+        d_outputs=tm(p["d_outputs"]), d_h=p["d_h"], d_c=p["d_c"],
+        unconnected_zero=unconnected_zero)
+    if time_major:
+        y = to_batch_major(y)
+        if grads.get("inputs") is not None:
+            grads["inputs"] = to_batch_major(grads["inputs"])
+    return (y, h, c), grads
+
+
+def check_against_reference(p, outs, grads, dtype, check_grads=True, factor=1.0):
+    (ry, rh, rc), rg = reference_for(p)
+    y, h, c = outs
+    assert y.dtype == np.dtype(dtype) and h.dtype == np.dtype(dtype) and c.dtype == np.dtype(dtype)
+    assert_close(y, ry, dtype, "outputs", factor)
+    assert_close(h, rh, dtype, "h_T", factor)
+    assert_close(c, rc, dtype, "c_T", factor)
+    if not check_grads:
+        return
+    for name in DIFF_NAMES:
+        if name in ("h0", "c0") and p[name] is None:
+            continue
+        g = grads.get(name)
+        assert g is not None, f"no gradient for {name}"
+        assert g.dtype == np.dtype(dtype), f"{name} grad dtype {g.dtype}"
+        assert_close(g, rg[name], dtype, f"d_{name}", factor)
+
+
+# --------------------------------------------------------------------------- error messages
+
+def core_message(exc):
+    """The error text without TF's graph/trace decorations ('File ...' lines and the quoted
+    source lines under them, node names, node defs, function names), so that matching on an
+    argument name cannot hit the caller's source code (e.g. `reset_lstm(inputs, kernel, ...)`
+    quoted from the test or from ops.py)."""
+    msg = getattr(exc, "message", None) or str(exc)
+    lines = []
+    skip_indent = None
+    for line in msg.splitlines():
+        s = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if skip_indent is not None:
+            # the quoted source line that follows a 'File "..."' line is indented deeper
+            if s and indent > skip_indent:
+                skip_indent = None
+                continue
+            skip_indent = None
+        if s.startswith("File \""):
+            skip_indent = indent
+            continue
+        if s.startswith("Detected at node") or s.startswith("Graph execution error") or \
+                s.startswith("Node:") or s.startswith("in user code:"):
+            continue
+        lines.append(line)
+    text = "\n".join(lines)
+    # shape-function errors quote the node def: "for '{{node X}} = Op[attrs](in0, in1, ...)'"
+    text = re.sub(r"= \w+\[[^\]]*\]\([^)]*\)", " ", text)
+    text = re.sub(r"\{\{[^}]*\}\}", " ", text)
+    text = re.sub(r"\[\[[^\]]*\]\]", " ", text)
+    text = re.sub(r"\[Op:[^\]]*\]", " ", text)
+    text = re.sub(r" name: \S*$", " ", text)
+    return text
+
+
+@pytest.fixture(params=["eager", "function"])
+def mode(request):
+    return request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param

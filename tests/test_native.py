@@ -1,0 +1,181 @@
+"""The pybind11 module resetlstm._native: same numbers as the TF op and as the numpy reference,
+forward and backward, with resets and mask."""
+import numpy as np
+import pytest
+
+from conftest import DIFF_NAMES, assert_close, make_problem, op_on_problem, reference_for
+
+SCENARIOS = {
+    "plain": dict(),
+    "resets_state": dict(resets=True, state=True),
+    "mask": dict(mask=True),
+    "resets_mask": dict(resets=True, mask=True),
+    "resets_mask_state": dict(resets=True, mask=True, state=True),
+}
+
+
+def native():
+    from resetlstm import _native
+    return _native
+
+
+def _tm(time_major):
+    return (lambda a: None if a is None else np.ascontiguousarray(np.swapaxes(a, 0, 1))) \
+        if time_major else (lambda a: a)
+
+
+def native_run(p, time_major=False, training=True, num_threads=0, upstream=True):
+    """_native.forward (+ backward) on a batch-major make_problem dict; results batch-major."""
+    nat = native()
+    tm = _tm(time_major)
+    x = tm(p["inputs"])
+    r, m = tm(p["resets"]), tm(p["mask"])
+    y, h, c, gates, cells = nat.forward(x, p["kernel"], p["recurrent_kernel"], p["bias"],
+                                        resets=r, mask=m, h0=p["h0"], c0=p["c0"],
+                                        time_major=time_major, training=training,
+                                        num_threads=num_threads)
+    y, h, c = np.asarray(y), np.asarray(h), np.asarray(c)
+    grads = None
+    if upstream:
+        res = nat.backward(x, p["kernel"], p["recurrent_kernel"], p["bias"], r, m, p["h0"],
+                           p["c0"], y, gates, cells, tm(p["d_outputs"]), p["d_h"], p["d_c"],
+                           time_major=time_major, num_threads=num_threads)
+        assert len(res) == 6
+        grads = dict(zip(DIFF_NAMES, [None if g is None else np.asarray(g) for g in res]))
+        if time_major:
+            grads["inputs"] = np.swapaxes(grads["inputs"], 0, 1)
+    if time_major:
+        y = np.swapaxes(y, 0, 1)
+    return (y, h, c), grads, (gates, cells)
+
+
+def _native_close(actual, expected, dtype, name):
+    """float32 within 1e-6 (relative to scale), float64 within 1e-12."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
+    tol = 1e-6 if np.dtype(dtype) == np.float32 else 1e-12
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_native_vs_reference(scenario, time_major, dtype):
+    p = make_problem(1000 + list(SCENARIOS).index(scenario), 6, 9, 5, 7, dtype,
+                     **SCENARIOS[scenario])
+    (y, h, c), grads, _ = native_run(p, time_major=time_major)
+    (ry, rh, rc), rg = reference_for(p)
+    for name, a, e in (("outputs", y, ry), ("h_T", h, rh), ("c_T", c, rc)):
+        assert a.dtype == np.dtype(dtype), name
+        assert_close(a, e, dtype, name)
+    for n in DIFF_NAMES:
+        g = grads[n]
+        if n in ("h0", "c0") and p[n] is None:
+            # without h0/c0 a gradient may be omitted; if given it is w.r.t. the zero state
+            if g is not None and np.size(g):
+                assert_close(g, rg[n], dtype, "d_" + n)
+            continue
+        assert g is not None, n
+        assert g.dtype == np.dtype(dtype), n
+        assert_close(g, rg[n], dtype, "d_" + n)
+
+
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_native_matches_tf_op(scenario, time_major, dtype):
+    p = make_problem(1100 + list(SCENARIOS).index(scenario), 5, 8, 6, 9, dtype,
+                     **SCENARIOS[scenario])
+    (y, h, c), grads, _ = native_run(p, time_major=time_major)
+    (ty, th, tc), tgrads = op_on_problem("eager", p, time_major=time_major)
+    _native_close(y, ty, dtype, "outputs")
+    _native_close(h, th, dtype, "h_T")
+    _native_close(c, tc, dtype, "c_T")
+    for n in DIFF_NAMES:
+        if n in ("h0", "c0") and p[n] is None:
+            continue
+        _native_close(grads[n], tgrads[n], dtype, "d_" + n)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 4, 17, 13), (8, 12, 16, 16)],
+                         ids=lambda s: "B%dT%dI%dH%d" % s)
+def test_native_odd_shapes_vs_reference(shape, dtype):
+    B, T, I, H = shape
+    p = make_problem(1200 + sum(shape), B, T, I, H, dtype, resets=True, mask=True, state=True)
+    (y, h, c), grads, _ = native_run(p)
+    (ry, rh, rc), rg = reference_for(p)
+    assert_close(y, ry, dtype, "outputs")
+    assert_close(h, rh, dtype, "h_T")
+    assert_close(c, rc, dtype, "c_T")
+    for n in DIFF_NAMES:
+        assert_close(grads[n], rg[n], dtype, "d_" + n)
+
+
+def test_native_training_false(dtype):
+    p = make_problem(1300, 5, 7, 4, 6, dtype, resets=True, mask=True, state=True)
+    (y, h, c), _, (gates, cells) = native_run(p, training=True, upstream=False)
+    (y2, h2, c2), _, (gates2, cells2) = native_run(p, training=False, upstream=False)
+    assert np.size(gates) > 0 and np.size(cells) > 0
+    assert np.size(gates2) == 0 and np.size(cells2) == 0
+    _native_close(y2, y, dtype, "outputs")
+    _native_close(h2, h, dtype, "h_T")
+    _native_close(c2, c, dtype, "c_T")
+    (ry, rh, rc), _ = reference_for(p)
+    assert_close(y2, ry, dtype, "outputs vs reference")
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_native_num_threads(num_threads, dtype):
+    p = make_problem(1400, 8, 6, 5, 12, dtype, resets=True, mask=True, state=True)
+    (y0, h0, c0), g0, _ = native_run(p, num_threads=0)
+    (y1, h1, c1), g1, _ = native_run(p, num_threads=num_threads)
+    _native_close(y1, y0, dtype, "outputs")
+    _native_close(h1, h0, dtype, "h_T")
+    _native_close(c1, c0, dtype, "c_T")
+    for n in DIFF_NAMES:
+        _native_close(g1[n], g0[n], dtype, "d_" + n)
+
+
+@pytest.mark.parametrize("which", ["outputs", "h", "c"])
+def test_native_partial_upstream(which, dtype):
+    """Only one upstream gradient given, the others None."""
+    p = make_problem(1500, 5, 6, 3, 4, dtype, resets=True, mask=True, state=True,
+                     upstream=(which,))
+    (y, h, c), grads, _ = native_run(p)
+    _, rg = reference_for(p)
+    for n in DIFF_NAMES:
+        assert_close(grads[n], rg[n], dtype, "d_" + n)
+    (_, _, _), tgrads = op_on_problem("eager", p)
+    for n in DIFF_NAMES:
+        _native_close(grads[n], tgrads[n], dtype, "d_" + n + " vs op")
+
+
+def test_native_flags_respected(dtype):
+    """Guard against ignored resets/mask: dropping either changes the result."""
+    p = make_problem(1600, 4, 6, 3, 4, dtype, resets=True, mask=True, state=True)
+    (y, _, _), _, _ = native_run(p, upstream=False)
+    (y_nr, _, _), _, _ = native_run(dict(p, resets=None), upstream=False)
+    (y_nm, _, _), _, _ = native_run(dict(p, mask=None), upstream=False)
+    assert np.max(np.abs(y - y_nr)) > 1e-3
+    assert np.max(np.abs(y - y_nm)) > 1e-3
+
+
+@pytest.mark.parametrize("case", [
+    ("recurrent_kernel", dict(recurrent_kernel=np.zeros((4, 9), np.float32)), r"\b9\b"),
+    ("resets", dict(resets=np.zeros((9, 6), bool)), r"\b9\b"),
+    ("mask", dict(mask=np.zeros((4, 11), bool)), r"\b11\b"),
+    ("bias", dict(bias=np.zeros((7,), np.float32)), r"\b7\b"),
+    ("kernel", dict(kernel=np.zeros((3, 16), np.float64)), r"float64|double"),
+], ids=lambda c: c[0])
+def test_native_bad_input(case):
+    import re
+    name, overrides, detail = case
+    p = make_problem(1700, 4, 6, 3, 4, np.float32)
+    args = dict(inputs=p["inputs"], kernel=p["kernel"], recurrent_kernel=p["recurrent_kernel"],
+                bias=p["bias"])
+    args.update(overrides)
+    with pytest.raises((ValueError, TypeError)) as info:
+        native().forward(**args)
+    msg = str(info.value)
+    assert re.search(r"(?<!recurrent_)" + name if name == "kernel" else name, msg), msg
+    assert re.search(detail, msg), msg
