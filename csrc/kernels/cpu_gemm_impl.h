@@ -110,10 +110,13 @@ void pack_b(bool trans, const T* B, int64_t ldb, int64_t kc, int64_t n, T* out) 
   }
 }
 
-// C[m<=MR, n<=NR] (+)= a_panel[kc x MR] * b_panel[kc x NR], accumulators in registers.
+// C[m<=MR, n<=NR] (+)= A[m x kc] * b_panel[kc x NR], accumulators in registers. A element
+// (i, k) is at a[i * a_rs + k * a_ks]: a packed panel (a_rs = 1, a_ks = MR) or rows read in place
+// (a_rs = lda, a_ks = 1; rows past m repeat row m - 1 and are not stored).
 template <typename T>
-void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
-                  int64_t ldc, bool accumulate, int m, int n) {
+void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_ks,
+                  const T* __restrict b, T* __restrict c, int64_t ldc, bool accumulate, int m,
+                  int n) {
   using Bk = Blocking<T>;
   using V = typename Bk::V;
   constexpr int MR = Bk::MR, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
@@ -122,13 +125,16 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* _
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+  const T* rows[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) rows[i] = a + std::min(i, m - 1) * a_rs;
   for (int64_t k = 0; k < kc; ++k) {
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const V av = a[k * MR + i] - V{};  // a broadcast (x - 0 == x for every x)
+      const V av = rows[i][k * a_ks] - V{};  // a broadcast (x - 0 == x for every x)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
     }
@@ -155,17 +161,22 @@ void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* _
   }
 }
 
-// C[m, n] (+)= packed A block [m x kc] * packed B block [kc x n].
+// C[m, n] (+)= A block [m x kc] * packed B block [kc x n]. A is packed (lda = 0) or read in
+// place from rows lda apart.
 template <typename T>
-void macro_kernel(int64_t m, int64_t n, int64_t kc, const T* a_packed, const T* b_packed, T* c,
-                  int64_t ldc, bool accumulate) {
+void macro_kernel(int64_t m, int64_t n, int64_t kc, const T* a, int64_t lda, const T* b_packed,
+                  T* c, int64_t ldc, bool accumulate) {
   constexpr int MR = Blocking<T>::MR, NR = Blocking<T>::NR;
   for (int64_t q = 0; q < n; q += NR) {  // one B micro-panel stays in L1 across all A panels
     const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
     for (int64_t p = 0; p < m; p += MR) {
       const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
-      micro_kernel(kc, a_packed + p * kc, b_packed + q * kc, c + p * ldc + q, ldc, accumulate,
-                   rows, cols);
+      if (lda == 0)
+        micro_kernel(kc, a + p * kc, 1, MR, b_packed + q * kc, c + p * ldc + q, ldc, accumulate,
+                     rows, cols);
+      else
+        micro_kernel(kc, a + p * lda, lda, 1, b_packed + q * kc, c + p * ldc + q, ldc,
+                     accumulate, rows, cols);
     }
   }
 }
@@ -210,13 +221,13 @@ void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B,
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
     return;
   }
-  T* a_packed = thread_scratch<T, 0>(static_cast<int64_t>(MC) * KC);
+  // A is read in place: an MR x KC sliver of it stays in L1 across all of B's panels, so
+  // packing it (every step) would cost more than it saves.
   for (int64_t i0 = 0; i0 < M; i0 += MC) {
     const int64_t mc = std::min<int64_t>(MC, M - i0);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min<int64_t>(KC, K - k0);
-      pack_a(false, A + i0 * lda + k0, lda, mc, kc, a_packed);
-      macro_kernel(mc, N, kc, a_packed, B.data + k0 * n_pad, C + i0 * ldc, ldc,
+      macro_kernel(mc, N, kc, A + i0 * lda + k0, lda, B.data + k0 * n_pad, C + i0 * ldc, ldc,
                    accumulate || k0 > 0);
     }
   }
@@ -260,7 +271,7 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
       const int64_t kc = std::min<int64_t>(KC, K - k0);
       pack_a(trans_a, trans_a ? A + k0 * lda + i0 : A + i0 * lda + k0, lda, m, kc, a_packed);
       pack_b(trans_b, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, kc, n, b_packed);
-      macro_kernel(m, n, kc, a_packed, b_packed, c, ldc, accumulate || k0 > 0);
+      macro_kernel(m, n, kc, a_packed, /*lda=*/0, b_packed, c, ldc, accumulate || k0 > 0);
     }
   });
 }
