@@ -34,7 +34,7 @@ struct Blocking {
   static constexpr int kNV = 2;                     // vectors per micro-tile row
   static constexpr int NR = kNV * kLanes;           // micro-tile columns
   static constexpr int MR = RLSTM_VECTOR_BYTES == 64 ? 8 : 6;  // micro-tile rows
-  static constexpr int KC = 16384 / (NR * sizeof(T));  // a B micro-panel fills ~16 KiB of L1
+  static constexpr int KC = 32768 / (NR * sizeof(T));  // B micro-panel 32 KiB (measured best)
   static constexpr int MC = 16 * MR;                // rows of A packed at once (L2)
   using V = typename VecOf<T, RLSTM_VECTOR_BYTES>::type;
 };
