@@ -18,6 +18,9 @@
 namespace py = pybind11;
 
 namespace resetlstm {
+// forward_cuda, backward_cuda, cuda_available, ... (native_cuda.cc; stubs in a CPU-only build).
+void register_cuda_functions(py::module_& m);
+
 namespace {
 
 // A few plain threads per call; this module is not the TF op (which uses TF's pool).
@@ -265,4 +268,5 @@ PYBIND11_MODULE(_native, m) {
       "Backward (BPTT). Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
   m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
   m.def("compiled_isas", &cpu::compiled_isas, "SIMD instruction sets compiled in.");
+  register_cuda_functions(m);
 }

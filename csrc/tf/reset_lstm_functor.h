@@ -64,4 +64,22 @@ struct BackwardFunctor<CPUDevice, T> {
   }
 };
 
+#if GOOGLE_CUDA
+// GPU: defined in reset_lstm_kernels_gpu.cc over the CUDA kernels of csrc/kernels/lstm_cuda.h,
+// on the context's stream, with the workspace the OpKernel allocates.
+template <typename T>
+struct ForwardFunctor<GPUDevice, T> {
+  static int64_t WorkspaceSize(const cpu::Dims& d, bool training);
+  void operator()(tensorflow::OpKernelContext* ctx, const cpu::ForwardArgs<T>& args,
+                  T* workspace) const;
+};
+
+template <typename T>
+struct BackwardFunctor<GPUDevice, T> {
+  static int64_t WorkspaceSize(const cpu::Dims& d, bool has_mask);
+  void operator()(tensorflow::OpKernelContext* ctx, const cpu::BackwardArgs<T>& args,
+                  T* workspace) const;
+};
+#endif  // GOOGLE_CUDA
+
 }  // namespace resetlstm

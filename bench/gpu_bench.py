@@ -1,0 +1,233 @@
+"""GPU benchmark: resetlstm's CUDA kernels (resetlstm._native.forward_cuda / backward_cuda) against
+torch.nn.LSTM (cuDNN), side by side in one process.
+
+    python bench/gpu_bench.py [--quick] [--reps 7] [--warmup 2] [--out bench/results]
+
+Needs torch with CUDA and a CUDA build of resetlstm (TensorFlow is not needed: _native is loaded
+without importing the TF op). Cases: B in {64, 256, 1024, 4096} x H in {256, 512, 1024}, T = 100,
+I = H, each in fp32 (TF32 off everywhere) and TF32 (cuBLAS TF32 for resetlstm;
+torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 for cuDNN).
+
+Variants: resetlstm without resets; resetlstm with 2 % random resets; cuDNN (which cannot reset
+rows mid-sequence: it is the no-reset speed to match). Modes: fwd = inference forward
+(training=False / torch.inference_mode); fwd+bwd = training forward + backward of
+sum(outputs * upstream), gradients to the inputs, every weight and the initial state.
+
+Timing: CUDA events around each call on the current stream, after warm-up; each rep runs every
+variant once in an order that rotates from rep to rep; medians (and every rep) go to
+<out>/gpu-<device>.json, a markdown table to stdout and <out>/gpu-<device>.md. Before timing,
+each case checks resetlstm's outputs against cuDNN's (fp32: max abs difference).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.machinery
+import importlib.util
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import warnings
+
+import torch
+
+RESET_RATE = 0.02
+BATCHES = (64, 256, 1024, 4096)
+HIDDEN = (256, 512, 1024)
+STEPS = 100
+
+
+def load_native():
+    """resetlstm._native without importing resetlstm/__init__ (which imports TensorFlow)."""
+    try:
+        from resetlstm import _native
+        return _native
+    except ImportError:
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.find_spec("resetlstm")
+    dirs = list(spec.submodule_search_locations or []) if spec else []
+    dirs.append(os.path.join(here, "..", "python", "resetlstm"))
+    for d in dirs:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(d, "_native" + suffix)
+            if os.path.exists(path):
+                s = importlib.util.spec_from_file_location("resetlstm._native", path)
+                module = importlib.util.module_from_spec(s)
+                s.loader.exec_module(module)
+                sys.modules["resetlstm._native"] = module
+                return module
+    raise SystemExit(f"resetlstm._native not found (looked in {dirs}); build it first")
+
+
+def set_tf32(enabled: bool):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def make_case(B, T, I, H, seed):
+    """Same weights for both: Keras layout for resetlstm, torch layout for cuDNN."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    dev = torch.device("cuda")
+    a = (6.0 / (I + 4 * H)) ** 0.5  # glorot_uniform kernel, like keras
+    kernel = (torch.rand(I, 4 * H, generator=g, device=dev) * 2 - 1) * a
+    recurrent_kernel = torch.randn(H, 4 * H, generator=g, device=dev) / H ** 0.5
+    bias = 0.1 * torch.randn(4 * H, generator=g, device=dev)
+    bias[H:2 * H] += 1.0  # unit forget bias
+    x = torch.randn(B, T, I, generator=g, device=dev)
+    upstream = torch.randn(B, T, H, generator=g, device=dev)
+    resets = torch.rand(B, T, generator=g, device=dev) < RESET_RATE
+    lstm = torch.nn.LSTM(I, H, batch_first=True).to(dev)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(kernel.T)
+        lstm.weight_hh_l0.copy_(recurrent_kernel.T)
+        lstm.bias_ih_l0.copy_(bias)
+        lstm.bias_hh_l0.zero_()
+    return dict(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, x=x,
+                upstream=upstream, resets=resets, lstm=lstm)
+
+
+def variants(nat, c, allow_tf32):
+    """name -> {mode: callable}; each callable enqueues one complete fwd or fwd+bwd."""
+    k, rk, b, x, up = c["kernel"], c["recurrent_kernel"], c["bias"], c["x"], c["upstream"]
+
+    def ours(resets):
+        def fwd():
+            return nat.forward_cuda(x, k, rk, b, resets=resets, training=False,
+                                    allow_tf32=allow_tf32)
+
+        def fwdbwd():
+            y, h, cs, gates, cells = nat.forward_cuda(x, k, rk, b, resets=resets, training=True,
+                                                      allow_tf32=allow_tf32)
+            return nat.backward_cuda(x, k, rk, b, resets, None, None, None, y, gates, cells, up,
+                                     None, None, allow_tf32=allow_tf32)
+        return {"fwd": fwd, "fwd+bwd": fwdbwd}
+
+    lstm = c["lstm"]
+    xg = x.detach().clone().requires_grad_(True)
+    h0 = torch.zeros(1, x.shape[0], lstm.hidden_size, device=x.device, requires_grad=True)
+    c0 = torch.zeros_like(h0, requires_grad=True)
+
+    def cudnn_fwd():
+        with torch.inference_mode():
+            return lstm(x)[0]
+
+    def cudnn_fwdbwd():
+        for p in (xg, h0, c0, *lstm.parameters()):
+            p.grad = None
+        y, _ = lstm(xg, (h0, c0))
+        y.backward(up)
+
+    return {"resetlstm": ours(None), "resetlstm (2% resets)": ours(c["resets"]),
+            "cuDNN": {"fwd": cudnn_fwd, "fwd+bwd": cudnn_fwdbwd}}
+
+
+def time_call(fn):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def check(nat, c, allow_tf32):
+    y = nat.forward_cuda(c["x"], c["kernel"], c["recurrent_kernel"], c["bias"], training=False,
+                         allow_tf32=allow_tf32)[0]
+    with torch.inference_mode():
+        want = c["lstm"](c["x"])[0]
+    return float((y - want).abs().max())
+
+
+def run(args):
+    nat = load_native()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible to torch")
+    if not nat.cuda_available():
+        raise SystemExit("resetlstm's CUDA path is unavailable: " + nat.cuda_unavailable_reason())
+    device = torch.cuda.get_device_name()
+    shapes = [(B, STEPS, H, H) for H in HIDDEN for B in BATCHES]
+    if args.quick:
+        shapes = [(8, 5, 16, 16), (32, 10, 32, 32)]
+    precisions = ["fp32", "tf32"] if torch.cuda.get_device_capability()[0] >= 8 else ["fp32"]
+    result = dict(device=device, capability=list(torch.cuda.get_device_capability()),
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  host=platform.node(), torch=torch.__version__, torch_cuda=torch.version.cuda,
+                  cudnn=torch.backends.cudnn.version(), cublas=nat.cuda_cublas_library(),
+                  reset_rate=RESET_RATE, warmup=args.warmup, reps=args.reps, cases=[])
+    print(f"# resetlstm vs cuDNN on {device} (medians of {args.reps} reps, ms)\n")
+    print("| B | T | I=H | prec | mode | resetlstm | resetlstm 2% resets | cuDNN | "
+          "cuDNN / resetlstm | cuDNN / resetlstm (resets) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines = []
+    for (B, T, I, H) in shapes:
+        for prec in precisions:
+            tf32 = prec == "tf32"
+            set_tf32(tf32)
+            try:
+                c = make_case(B, T, I, H, seed=B * 7919 + H)
+                vs = variants(nat, c, tf32)
+                max_diff = check(nat, c, tf32)
+                for mode in ("fwd", "fwd+bwd"):
+                    names = list(vs)
+                    for name in names:  # warm-up (cuBLAS heuristics, cuDNN plans, allocator)
+                        for _ in range(args.warmup):
+                            vs[name][mode]()
+                    times = {n: [] for n in names}
+                    for rep in range(args.reps):
+                        for i in range(len(names)):
+                            name = names[(rep + i) % len(names)]
+                            times[name].append(time_call(vs[name][mode]))
+                    med = {n: statistics.median(t) for n, t in times.items()}
+                    result["cases"].append(dict(B=B, T=T, I=I, H=H, precision=prec, mode=mode,
+                                                max_abs_diff_vs_cudnn=max_diff,
+                                                times_ms=times, median_ms=med))
+                    line = (f"| {B} | {T} | {H} | {prec} | {mode} | {med['resetlstm']:.2f} | "
+                            f"{med['resetlstm (2% resets)']:.2f} | {med['cuDNN']:.2f} | "
+                            f"{med['cuDNN'] / med['resetlstm']:.2f} | "
+                            f"{med['cuDNN'] / med['resetlstm (2% resets)']:.2f} |")
+                    print(line, flush=True)
+                    lines.append(line)
+            except torch.cuda.OutOfMemoryError as e:
+                result["cases"].append(dict(B=B, T=T, I=I, H=H, precision=prec, error=str(e)))
+                print(f"| {B} | {T} | {H} | {prec} | out of memory | | | | | |", flush=True)
+            finally:
+                c = vs = None
+                torch.cuda.empty_cache()
+    set_tf32(False)
+
+    os.makedirs(args.out, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
+    base = os.path.join(args.out, f"gpu-{slug}{'-quick' if args.quick else ''}")
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(base + ".md", "w") as f:
+        f.write(f"# resetlstm vs cuDNN on {device}\n\n{result['date']}, torch {torch.__version__}, "
+                f"CUDA {torch.version.cuda}, cuDNN {result['cudnn']}, cuBLAS {result['cublas']}; "
+                f"T = {STEPS}, I = H, medians of {args.reps} reps (ms). Ratios > 1: resetlstm "
+                "faster.\n\n| B | T | I=H | prec | mode | resetlstm | resetlstm 2% resets | "
+                "cuDNN | cuDNN / resetlstm | cuDNN / resetlstm (resets) |\n"
+                "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    print(f"\nwrote {base}.json and {base}.md")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions (>= 5)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="two tiny shapes (smoke test)")
+    ap.add_argument("--out", default=os.path.join(here, "results"))
+    args = ap.parse_args()
+    if args.reps < 5 and not args.quick:
+        ap.error("--reps must be at least 5")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,529 @@
+// The CUDA kernels in resetlstm._native, on device arrays of any DLPack producer that can also
+// allocate (torch CUDA tensors, CuPy arrays):
+//
+//   forward_cuda(inputs, kernel, recurrent_kernel, bias, resets=None, mask=None, h0=None,
+//                c0=None, time_major=False, training=True, allow_tf32=False, stream=None)
+//       -> (outputs, h_T, c_T, gates, cell_states)
+//   backward_cuda(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, outputs, gates,
+//                 cell_states, d_outputs, d_h, d_c, time_major=False, allow_tf32=False,
+//                 stream=None)
+//       -> (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0)
+//   cuda_available() -> bool, cuda_unavailable_reason() -> str
+//
+// The same arguments as forward/backward (numpy, CPU), num_threads aside. Results and the
+// workspace are allocated with the library of `inputs` on its device; the work is enqueued on
+// `stream` (an int cudaStream_t; default: that library's current stream) without host
+// synchronisation. Arguments are read through __dlpack__ (C-contiguous, on one CUDA device).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+namespace py = pybind11;
+
+#if RLSTM_WITH_CUDA
+
+#include <unistd.h>
+
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "../kernels/lstm_cuda.h"
+#include "../kernels/lstm_shapes.h"
+#include "dlpack_abi.h"
+
+namespace resetlstm {
+namespace {
+
+using dlpack::DLManagedTensor;
+using OptObject = std::optional<py::object>;
+
+// ---- reading DLPack arrays ----------------------------------------------------------------------
+
+// A device array borrowed through DLPack: the capsule stays alive (its destructor returns the
+// export to the producer) as long as this object.
+struct DeviceArray {
+  py::object capsule;
+  void* data = nullptr;
+  std::vector<int64_t> shape;
+  dlpack::DLDataType dtype{};
+  int device = -1;
+
+  Shape shape_for_check() const {
+    Shape s;
+    s.rank = static_cast<int>(shape.size());
+    s.dims = shape;
+    return s;
+  }
+};
+
+std::string type_name(const py::handle& obj) {
+  return py::str(py::type::handle_of(obj).attr("__qualname__")).cast<std::string>();
+}
+
+std::string module_of(const py::handle& obj) {
+  return py::str(py::type::handle_of(obj).attr("__module__")).cast<std::string>();
+}
+
+// DLPack's stream argument: our stream, with the legacy default stream spelled 1 (0 is invalid).
+int64_t dlpack_stream(int64_t stream) { return stream == 0 ? 1 : stream; }
+
+// Raises unless `obj` is a DLPack array in CUDA (or managed) memory.
+void require_cuda_array(const py::handle& obj, const char* name) {
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
+    throw py::type_error(std::string("reset_lstm (CUDA): `") + name +
+                         "` must be a CUDA array with DLPack support (a torch CUDA tensor or a "
+                         "CuPy array), got " + type_name(obj));
+  const auto dev = obj.attr("__dlpack_device__")().cast<std::pair<int, int>>();
+  if (dev.first != dlpack::kDLCUDA && dev.first != dlpack::kDLCUDAManaged)
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name +
+                          "` is not in CUDA device memory (DLPack device type " +
+                          std::to_string(dev.first) +
+                          "); move it to the GPU, or use resetlstm._native.forward/backward for "
+                          "CPU arrays");
+}
+
+DeviceArray import_array(py::handle obj_in, const char* name, int64_t stream) {
+  py::object obj = py::reinterpret_borrow<py::object>(obj_in);
+  // torch refuses to export tensors that require grad; the kernels only read them.
+  if (module_of(obj).rfind("torch", 0) == 0 && py::hasattr(obj, "requires_grad") &&
+      obj.attr("requires_grad").cast<bool>())
+    obj = obj.attr("detach")();
+  require_cuda_array(obj, name);
+  DeviceArray a;
+  a.capsule = obj.attr("__dlpack__")(py::arg("stream") = dlpack_stream(stream));
+  PyObject* cap = a.capsule.ptr();
+  if (!PyCapsule_IsValid(cap, "dltensor"))
+    throw py::type_error(std::string("reset_lstm (CUDA): `") + name +
+                         "`.__dlpack__() did not return a 'dltensor' capsule");
+  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+  const dlpack::DLTensor& t = managed->dl_tensor;
+  a.device = t.device.device_id;
+  a.dtype = t.dtype;
+  a.shape.assign(t.shape, t.shape + t.ndim);
+  a.data = static_cast<char*>(t.data) + t.byte_offset;
+  if (t.dtype.lanes != 1)
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name + "` has vector lanes");
+  if (t.strides) {  // compact row-major, size-1 dims aside
+    int64_t expected = 1;
+    for (int i = t.ndim - 1; i >= 0; --i) {
+      if (t.shape[i] != 1 && t.strides[i] != expected)
+        throw py::value_error(std::string("reset_lstm (CUDA): `") + name +
+                              "` must be C-contiguous (.contiguous() in torch, "
+                              "cupy.ascontiguousarray)");
+      expected *= t.shape[i];
+    }
+  }
+  return a;
+}
+
+std::optional<DeviceArray> import_optional(const OptObject& obj, const char* name,
+                                           int64_t stream) {
+  if (!obj || obj->is_none()) return std::nullopt;
+  return import_array(*obj, name, stream);
+}
+
+bool is_float(const dlpack::DLDataType& t, int bits) {
+  return t.code == dlpack::kDLFloat && t.bits == bits;
+}
+
+std::string dtype_str(const dlpack::DLDataType& t) {
+  const char* kind = t.code == dlpack::kDLFloat   ? "float"
+                     : t.code == dlpack::kDLInt   ? "int"
+                     : t.code == dlpack::kDLUInt  ? "uint"
+                     : t.code == dlpack::kDLBool  ? "bool"
+                     : t.code == dlpack::kDLBfloat ? "bfloat"
+                                                   : "code";
+  return std::string(kind) + std::to_string(t.bits);
+}
+
+void check_same(const DeviceArray& ref, const std::optional<DeviceArray>& a, const char* name) {
+  if (!a) return;
+  if (a->device != ref.device)
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name + "` is on CUDA device " +
+                          std::to_string(a->device) + " but `inputs` on device " +
+                          std::to_string(ref.device));
+  if (a->dtype.code != ref.dtype.code || a->dtype.bits != ref.dtype.bits)
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name + "` has dtype " +
+                          dtype_str(a->dtype) + " but `inputs` has " + dtype_str(ref.dtype) +
+                          "; all float arguments must share one dtype");
+}
+
+void check_flags(const DeviceArray& ref, const std::optional<DeviceArray>& a, const char* name) {
+  if (!a) return;
+  if (a->device != ref.device)
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name + "` is on CUDA device " +
+                          std::to_string(a->device) + " but `inputs` on device " +
+                          std::to_string(ref.device));
+  if (a->dtype.code != dlpack::kDLBool || a->dtype.bits != 8)
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name +
+                          "` must be a bool array, got " + dtype_str(a->dtype));
+}
+
+Shape shape_of(const std::optional<DeviceArray>& a) {
+  return a ? a->shape_for_check() : Shape::absent();
+}
+
+void check_shape(const std::optional<DeviceArray>& a, const std::vector<int64_t>& want,
+                 const char* name) {
+  if (!a || a->shape == want) return;
+  auto str = [](const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+  };
+  throw py::value_error(std::string("reset_lstm backward (CUDA): `") + name +
+                        "` has the wrong shape (" + str(a->shape) + ", expected " + str(want) +
+                        "); pass the forward's results (training=True)");
+}
+
+template <typename P>
+P* ptr(const std::optional<DeviceArray>& a) {
+  return a ? static_cast<P*>(a->data) : nullptr;
+}
+
+// ---- allocating with the library of `inputs` ---------------------------------------------------
+
+enum class Library { kTorch, kCuPy };
+
+Library library_of(const py::handle& inputs) {
+  const std::string mod = module_of(inputs);
+  if (mod.rfind("torch", 0) == 0) return Library::kTorch;
+  if (mod.rfind("cupy", 0) == 0) return Library::kCuPy;
+  throw py::type_error(
+      "reset_lstm (CUDA): results are allocated with the library of `inputs`; torch CUDA "
+      "tensors and CuPy arrays are supported, got " + type_name(inputs));
+}
+
+// Makes the device of a CuPy array current for the guard's lifetime.
+class CuPyDeviceScope {
+ public:
+  explicit CuPyDeviceScope(const py::handle& array) : device_(array.attr("device")) {
+    device_.attr("__enter__")();
+  }
+  ~CuPyDeviceScope() {
+    try {
+      device_.attr("__exit__")(py::none(), py::none(), py::none());
+    } catch (...) {  // never throw from a destructor
+    }
+  }
+
+ private:
+  py::object device_;
+};
+
+// The library's current stream on the device of `inputs`.
+int64_t current_stream(Library lib, const py::handle& inputs) {
+  if (lib == Library::kTorch)
+    return py::module_::import("torch")
+        .attr("cuda")
+        .attr("current_stream")(inputs.attr("device"))
+        .attr("cuda_stream")
+        .cast<int64_t>();
+  CuPyDeviceScope scope(inputs);
+  return py::module_::import("cupy")
+      .attr("cuda")
+      .attr("get_current_stream")()
+      .attr("ptr")
+      .cast<int64_t>();
+}
+
+// An uninitialised array of `inputs`' dtype on its device.
+py::object empty_like(Library lib, const py::handle& inputs, const std::vector<int64_t>& shape) {
+  py::tuple dims(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
+  if (lib == Library::kTorch) return inputs.attr("new_empty")(dims);
+  CuPyDeviceScope scope(inputs);
+  return py::module_::import("cupy").attr("empty")(dims, py::arg("dtype") = inputs.attr("dtype"));
+}
+
+// ---- availability ------------------------------------------------------------------------------
+
+// Adds pip's cuBLAS locations on sys.path to the loader's candidates (once).
+void register_cublas_candidates() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  std::vector<std::string> paths;
+  for (const py::handle& entry : py::module_::import("sys").attr("path")) {
+    if (!py::isinstance<py::str>(entry)) continue;
+    const std::string dir = entry.cast<std::string>();
+    if (dir.empty()) continue;
+    for (const char* rel : {"/nvidia/cu13/lib/libcublas.so.13",
+                            "/nvidia/cublas/lib/libcublas.so.13",
+                            "/nvidia/cublas/lib/libcublas.so.12"}) {
+      const std::string path = dir + rel;
+      if (access(path.c_str(), R_OK) == 0) paths.push_back(path);
+    }
+  }
+  std::vector<const char*> c_paths;
+  for (const std::string& p : paths) c_paths.push_back(p.c_str());
+  cuda::add_cublas_candidates(c_paths.data(), static_cast<int>(c_paths.size()));
+}
+
+std::string unavailable_reason() {
+  register_cublas_candidates();
+  const char* reason = nullptr;
+  if (cuda::available(&reason)) return "";
+  return reason ? reason : "unknown reason";
+}
+
+void require_cuda() {
+  static bool ok = false;  // once available, stays available
+  if (ok) return;
+  const std::string why = unavailable_reason();
+  if (!why.empty()) throw std::runtime_error("reset_lstm (CUDA): CUDA is not available: " + why);
+  ok = true;
+}
+
+void raise_on_error(const cuda::Status& s) {
+  if (!s.ok) throw std::runtime_error(std::string("reset_lstm (CUDA): ") + s.message);
+}
+
+std::vector<int64_t> seq_shape(const cpu::Dims& d, int64_t width) {
+  return d.time_major ? std::vector<int64_t>{d.T, d.B, width}
+                      : std::vector<int64_t>{d.B, d.T, width};
+}
+
+// Stream, library and the validated float arrays common to both directions.
+struct Common {
+  Library lib;
+  int64_t stream;
+  cpu::Dims dims;
+  DeviceArray inputs;
+  std::optional<DeviceArray> kernel, rkernel, bias, resets, mask, h0, c0;
+};
+
+Common import_common(const py::object& inputs, const py::object& kernel, const py::object& rkernel,
+                     const py::object& bias, const OptObject& resets, const OptObject& mask,
+                     const OptObject& h0, const OptObject& c0, bool time_major,
+                     const OptObject& stream) {
+  require_cuda();
+  require_cuda_array(inputs, "inputs");  // before asking its library for a stream
+  Common c{library_of(inputs), 0, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  c.stream = stream && !stream->is_none() ? stream->cast<int64_t>() : current_stream(c.lib, inputs);
+  c.inputs = import_array(inputs, "inputs", c.stream);
+  c.kernel = import_array(kernel, "kernel", c.stream);
+  c.rkernel = import_array(rkernel, "recurrent_kernel", c.stream);
+  c.bias = import_array(bias, "bias", c.stream);
+  c.resets = import_optional(resets, "resets", c.stream);
+  c.mask = import_optional(mask, "mask", c.stream);
+  c.h0 = import_optional(h0, "initial_state[0] (h)", c.stream);
+  c.c0 = import_optional(c0, "initial_state[1] (c)", c.stream);
+  if (!is_float(c.inputs.dtype, 32) && !is_float(c.inputs.dtype, 64))
+    throw py::value_error("reset_lstm (CUDA): `inputs` must be float32 or float64, got " +
+                          dtype_str(c.inputs.dtype));
+  check_same(c.inputs, c.kernel, "kernel");
+  check_same(c.inputs, c.rkernel, "recurrent_kernel");
+  check_same(c.inputs, c.bias, "bias");
+  check_same(c.inputs, c.h0, "initial_state[0] (h)");
+  check_same(c.inputs, c.c0, "initial_state[1] (c)");
+  check_flags(c.inputs, c.resets, "resets");
+  check_flags(c.inputs, c.mask, "mask");
+  if (c.h0.has_value() != c.c0.has_value())
+    throw py::value_error("reset_lstm: `initial_state` needs both h0 and c0, or neither");
+  LstmShapes s{c.inputs.shape_for_check(), shape_of(c.kernel), shape_of(c.rkernel),
+               shape_of(c.bias), shape_of(c.resets), shape_of(c.mask), shape_of(c.h0),
+               shape_of(c.c0)};
+  const std::string error = check_lstm_shapes(s, time_major, &c.dims);
+  if (!error.empty()) throw py::value_error("reset_lstm: " + error);
+  return c;
+}
+
+cuda::LaunchOptions options_for(const Common& c, bool allow_tf32) {
+  cuda::LaunchOptions o;
+  o.stream = reinterpret_cast<void*>(static_cast<intptr_t>(c.stream));
+  o.device = c.inputs.device;
+  o.allow_tf32 = allow_tf32;
+  return o;
+}
+
+template <typename T>
+py::tuple forward_typed(const py::object& inputs, Common& c, bool training, bool allow_tf32) {
+  const cpu::Dims& d = c.dims;
+  py::object outputs = empty_like(c.lib, inputs, seq_shape(d, d.H));
+  py::object h = empty_like(c.lib, inputs, {d.B, d.H});
+  py::object cs = empty_like(c.lib, inputs, {d.B, d.H});
+  const std::vector<int64_t> none{0};
+  py::object gates = empty_like(c.lib, inputs, training ? seq_shape(d, 4 * d.H) : none);
+  py::object cells = empty_like(c.lib, inputs, training ? seq_shape(d, d.H) : none);
+  py::object workspace = empty_like(c.lib, inputs, {cuda::forward_workspace_size<T>(d, training)});
+  const auto y_a = import_array(outputs, "outputs", c.stream), h_a = import_array(h, "h", c.stream),
+             c_a = import_array(cs, "c", c.stream), g_a = import_array(gates, "gates", c.stream),
+             cell_a = import_array(cells, "cells", c.stream),
+             w_a = import_array(workspace, "workspace", c.stream);
+
+  cpu::ForwardArgs<T> a;
+  a.dims = d;
+  a.inputs = static_cast<const T*>(c.inputs.data);
+  a.kernel = ptr<const T>(c.kernel);
+  a.recurrent_kernel = ptr<const T>(c.rkernel);
+  a.bias = ptr<const T>(c.bias);
+  a.resets = ptr<const bool>(c.resets);
+  a.mask = ptr<const bool>(c.mask);
+  a.h0 = ptr<const T>(c.h0);
+  a.c0 = ptr<const T>(c.c0);
+  a.outputs = static_cast<T*>(y_a.data);
+  a.h_final = static_cast<T*>(h_a.data);
+  a.c_final = static_cast<T*>(c_a.data);
+  a.gates = training ? static_cast<T*>(g_a.data) : nullptr;
+  a.cells = training ? static_cast<T*>(cell_a.data) : nullptr;
+  cuda::Status status;
+  {
+    py::gil_scoped_release release;
+    status = cuda::forward<T>(a, w_a.data, options_for(c, allow_tf32));
+  }
+  raise_on_error(status);
+  return py::make_tuple(outputs, h, cs, gates, cells);
+}
+
+template <typename T>
+py::tuple backward_typed(const py::object& inputs, Common& c, const DeviceArray& outputs,
+                         const DeviceArray& gates, const DeviceArray& cells,
+                         const std::optional<DeviceArray>& d_outputs,
+                         const std::optional<DeviceArray>& d_h,
+                         const std::optional<DeviceArray>& d_c, bool allow_tf32) {
+  const cpu::Dims& d = c.dims;
+  py::object dx = empty_like(c.lib, inputs, seq_shape(d, d.I));
+  py::object dk = empty_like(c.lib, inputs, {d.I, 4 * d.H});
+  py::object drk = empty_like(c.lib, inputs, {d.H, 4 * d.H});
+  py::object db = empty_like(c.lib, inputs, {4 * d.H});
+  py::object dh0 = empty_like(c.lib, inputs, {d.B, d.H});
+  py::object dc0 = empty_like(c.lib, inputs, {d.B, d.H});
+  py::object workspace =
+      empty_like(c.lib, inputs, {cuda::backward_workspace_size<T>(d, c.mask.has_value())});
+  const auto dx_a = import_array(dx, "d_inputs", c.stream),
+             dk_a = import_array(dk, "d_kernel", c.stream),
+             drk_a = import_array(drk, "d_recurrent_kernel", c.stream),
+             db_a = import_array(db, "d_bias", c.stream),
+             dh0_a = import_array(dh0, "d_h0", c.stream),
+             dc0_a = import_array(dc0, "d_c0", c.stream),
+             w_a = import_array(workspace, "workspace", c.stream);
+
+  cpu::BackwardArgs<T> a;
+  a.dims = d;
+  a.inputs = static_cast<const T*>(c.inputs.data);
+  a.kernel = ptr<const T>(c.kernel);
+  a.recurrent_kernel = ptr<const T>(c.rkernel);
+  a.resets = ptr<const bool>(c.resets);
+  a.mask = ptr<const bool>(c.mask);
+  a.h0 = ptr<const T>(c.h0);
+  a.c0 = ptr<const T>(c.c0);
+  a.outputs = static_cast<const T*>(outputs.data);
+  a.gates = static_cast<const T*>(gates.data);
+  a.cells = static_cast<const T*>(cells.data);
+  a.d_outputs = ptr<const T>(d_outputs);
+  a.d_h_final = ptr<const T>(d_h);
+  a.d_c_final = ptr<const T>(d_c);
+  a.d_inputs = static_cast<T*>(dx_a.data);
+  a.d_kernel = static_cast<T*>(dk_a.data);
+  a.d_recurrent_kernel = static_cast<T*>(drk_a.data);
+  a.d_bias = static_cast<T*>(db_a.data);
+  a.d_h0 = static_cast<T*>(dh0_a.data);
+  a.d_c0 = static_cast<T*>(dc0_a.data);
+  cuda::Status status;
+  {
+    py::gil_scoped_release release;
+    status = cuda::backward<T>(a, w_a.data, options_for(c, allow_tf32));
+  }
+  raise_on_error(status);
+  return py::make_tuple(dx, dk, drk, db, dh0, dc0);
+}
+
+}  // namespace
+
+void register_cuda_functions(py::module_& m) {
+  m.def(
+      "forward_cuda",
+      [](const py::object& inputs, const py::object& kernel, const py::object& recurrent_kernel,
+         const py::object& bias, const OptObject& resets, const OptObject& mask,
+         const OptObject& h0, const OptObject& c0, bool time_major, bool training,
+         bool allow_tf32, const OptObject& stream) {
+        Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                                 time_major, stream);
+        if (is_float(c.inputs.dtype, 32))
+          return forward_typed<float>(inputs, c, training, allow_tf32);
+        return forward_typed<double>(inputs, c, training, allow_tf32);
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
+      py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
+      py::arg("allow_tf32") = false, py::arg("stream") = py::none(),
+      "Forward over a sequence on the GPU (torch CUDA tensors or CuPy arrays). Returns (outputs, "
+      "h_T, c_T, gates, cell_states) of the library of `inputs`; gates and cell_states are empty "
+      "when training=False. Enqueued on `stream` (int cudaStream_t; default: the library's "
+      "current stream), no host synchronisation. allow_tf32: float32 GEMMs may use TF32.");
+  m.def(
+      "backward_cuda",
+      [](const py::object& inputs, const py::object& kernel, const py::object& recurrent_kernel,
+         const py::object& bias, const OptObject& resets, const OptObject& mask,
+         const OptObject& h0, const OptObject& c0, const py::object& outputs,
+         const py::object& gates, const py::object& cells, const OptObject& d_outputs,
+         const OptObject& d_h, const OptObject& d_c, bool time_major, bool allow_tf32,
+         const OptObject& stream) {
+        Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                                 time_major, stream);
+        const cpu::Dims& d = c.dims;
+        std::optional<DeviceArray> y = import_array(outputs, "outputs", c.stream),
+                                   g = import_array(gates, "gates", c.stream),
+                                   cl = import_array(cells, "cell_states", c.stream),
+                                   dy = import_optional(d_outputs, "d_outputs", c.stream),
+                                   dh = import_optional(d_h, "d_h", c.stream),
+                                   dc = import_optional(d_c, "d_c", c.stream);
+        using Named = std::pair<const std::optional<DeviceArray>*, const char*>;
+        for (auto [a, name] : {Named{&y, "outputs"}, Named{&g, "gates"},
+                               Named{&cl, "cell_states"}, Named{&dy, "d_outputs"},
+                               Named{&dh, "d_h"}, Named{&dc, "d_c"}})
+          check_same(c.inputs, *a, name);
+        check_shape(y, seq_shape(d, d.H), "outputs");
+        check_shape(g, seq_shape(d, 4 * d.H), "gates");
+        check_shape(cl, seq_shape(d, d.H), "cell_states");
+        check_shape(dy, seq_shape(d, d.H), "d_outputs");
+        check_shape(dh, {d.B, d.H}, "d_h");
+        check_shape(dc, {d.B, d.H}, "d_c");
+        if (is_float(c.inputs.dtype, 32))
+          return backward_typed<float>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
+        return backward_typed<double>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
+      py::arg("gates"), py::arg("cell_states"), py::arg("d_outputs"), py::arg("d_h"),
+      py::arg("d_c"), py::arg("time_major") = false, py::arg("allow_tf32") = false,
+      py::arg("stream") = py::none(),
+      "Backward (BPTT) on the GPU. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, "
+      "d_c0) of the library of `inputs`.");
+  m.def(
+      "cuda_available", [] { return unavailable_reason().empty(); },
+      "Whether forward_cuda/backward_cuda can run: NVIDIA driver (R580+ for this CUDA 13 build), "
+      "a CUDA device and cuBLAS (libcublas.so.13 or .so.12) present. See "
+      "cuda_unavailable_reason().");
+  m.def("cuda_unavailable_reason", &unavailable_reason,
+        "Why the CUDA path cannot run here ('' when it can).");
+  m.def(
+      "cuda_cublas_library", [] { return std::string(cuda::cublas_library()); },
+      "The cuBLAS library the CUDA path loaded ('' before its first use).");
+}
+
+}  // namespace resetlstm
+
+#else  // !RLSTM_WITH_CUDA
+
+namespace resetlstm {
+
+void register_cuda_functions(py::module_& m) {
+  static const char* kReason =
+      "resetlstm was built without CUDA (RESETLSTM_CUDA=OFF, or no nvcc at build time)";
+  auto unavailable = [](py::args, py::kwargs) -> py::object {
+    throw std::runtime_error(std::string("reset_lstm (CUDA): ") + kReason);
+  };
+  m.def("forward_cuda", unavailable, "Not available: built without CUDA.");
+  m.def("backward_cuda", unavailable, "Not available: built without CUDA.");
+  m.def("cuda_available", [] { return false; }, "False: built without CUDA.");
+  m.def("cuda_unavailable_reason", [] { return std::string(kReason); });
+  m.def("cuda_cublas_library", [] { return std::string(); });
+}
+
+}  // namespace resetlstm
+
+#endif  // RLSTM_WITH_CUDA
