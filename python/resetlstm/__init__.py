@@ -12,7 +12,21 @@ Public API (see DESIGN.md section 2)::
 """
 from resetlstm import data
 from resetlstm._version import __version__
-from resetlstm.layers import ResetLSTM  # importing registers the layer for load_model
-from resetlstm.ops import build_info, reset_lstm, reset_lstm_cell
 
 __all__ = ["__version__", "build_info", "reset_lstm", "reset_lstm_cell", "ResetLSTM", "data"]
+
+try:
+    from resetlstm.layers import ResetLSTM  # importing registers the layer for load_model
+    from resetlstm.ops import build_info, reset_lstm, reset_lstm_cell
+except ModuleNotFoundError as _error:  # a machine without TensorFlow: only _native and data
+    if _error.name not in ("tensorflow", "keras"):
+        raise
+    _missing = _error.name
+
+    def __getattr__(name):
+        if name in ("build_info", "reset_lstm", "reset_lstm_cell", "ResetLSTM"):
+            raise ImportError(
+                f"resetlstm.{name} needs {_missing}, which is not installed; without it only "
+                "resetlstm._native (numpy / CUDA arrays) and resetlstm.data are available"
+            )
+        raise AttributeError(f"module 'resetlstm' has no attribute {name!r}")
