@@ -10,10 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PY = os.path.join(_REPO, "python")
-if _PY not in sys.path:
-    sys.path.insert(0, _PY)
+# resetlstm is the installed package (or, for in-tree development, PYTHONPATH=python after
+# tools/dev-build); the tests never put the source tree on the path themselves.
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
