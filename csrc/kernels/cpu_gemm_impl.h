@@ -265,13 +265,19 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
         for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
       return;
     }
-    T* a_packed = thread_scratch<T, 0>(round_up(m, MR) * KC);
+    // A row-major A is read in place (its MR x KC slivers stay in L1 across B's panels); only a
+    // transposed A, whose rows would be strided, is packed.
+    T* a_packed = trans_a ? thread_scratch<T, 0>(round_up(m, MR) * KC) : nullptr;
     T* b_packed = thread_scratch<T, 1>(round_up(n, NR) * KC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min<int64_t>(KC, K - k0);
-      pack_a(trans_a, trans_a ? A + k0 * lda + i0 : A + i0 * lda + k0, lda, m, kc, a_packed);
       pack_b(trans_b, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, kc, n, b_packed);
-      macro_kernel(m, n, kc, a_packed, /*lda=*/0, b_packed, c, ldc, accumulate || k0 > 0);
+      if (trans_a) {
+        pack_a(true, A + k0 * lda + i0, lda, m, kc, a_packed);
+        macro_kernel(m, n, kc, a_packed, /*lda=*/0, b_packed, c, ldc, accumulate || k0 > 0);
+      } else {
+        macro_kernel(m, n, kc, A + i0 * lda + k0, lda, b_packed, c, ldc, accumulate || k0 > 0);
+      }
     }
   });
 }

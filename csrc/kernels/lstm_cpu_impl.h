@@ -16,22 +16,11 @@
 #include "cpu_gemm_impl.h"
 #include "lstm_cell.h"
 #include "lstm_cpu.h"
+#include "static_switch.h"
 
 namespace resetlstm {
 namespace cpu {
 namespace RLSTM_ISA {
-
-// Compile-time dispatch of runtime flags that sit in the hot loop.
-#define RLSTM_BOOL_SWITCH(cond, NAME, ...) \
-  [&] {                                    \
-    if (cond) {                            \
-      constexpr bool NAME = true;          \
-      return __VA_ARGS__();                \
-    } else {                               \
-      constexpr bool NAME = false;         \
-      return __VA_ARGS__();                \
-    }                                      \
-  }()
 
 struct RowIndex {
   int64_t B, T;

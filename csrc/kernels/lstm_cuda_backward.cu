@@ -232,9 +232,9 @@ Status backward(const cpu::BackwardArgs<T>& a, void* workspace, const LaunchOpti
     init_grad_kernel<T><<<blocks_for(BH), kThreads, 0, stream>>>(BH, a.d_h_final, a.d_c_final, dh,
                                                                  dc, dy_carry);
     RLSTM_LAUNCH_TRY();
-    const Status loop = RLSTM_CUDA_BOOL_SWITCH(a.resets != nullptr, kHasResets, [&] {
-      return RLSTM_CUDA_BOOL_SWITCH(a.mask != nullptr, kHasMask, [&] {
-        return RLSTM_CUDA_BOOL_SWITCH(a.d_outputs != nullptr, kHasDy, [&]() -> Status {
+    const Status loop = RLSTM_BOOL_SWITCH(a.resets != nullptr, kHasResets, [&] {
+      return RLSTM_BOOL_SWITCH(a.mask != nullptr, kHasMask, [&] {
+        return RLSTM_BOOL_SWITCH(a.d_outputs != nullptr, kHasDy, [&]() -> Status {
           RebuildParams<T> rp{row, H, a.resets, a.mask, a.h0, a.outputs, a.gates, a.cells, h_in};
           rebuild_recurrent_inputs_kernel<T, kHasResets, kHasMask>
               <<<blocks_for(BH), kThreads, 0, stream>>>(rp);

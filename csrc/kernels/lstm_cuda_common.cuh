@@ -10,6 +10,7 @@
 #include "lstm_cell.h"
 #include "lstm_cpu.h"
 #include "lstm_cuda.h"
+#include "static_switch.h"
 
 namespace resetlstm {
 namespace cuda {
@@ -50,18 +51,6 @@ __device__ __forceinline__ void split_index(int64_t idx, int64_t H, int64_t* b, 
 
 // Checks the launch of the kernel just enqueued.
 #define RLSTM_LAUNCH_TRY() RLSTM_CUDA_TRY(cudaGetLastError())
-
-// Runtime flags that sit in the hot loop become template bools, dispatched once.
-#define RLSTM_CUDA_BOOL_SWITCH(cond, NAME, ...) \
-  [&] {                                         \
-    if (cond) {                                 \
-      constexpr bool NAME = true;               \
-      return __VA_ARGS__();                     \
-    } else {                                    \
-      constexpr bool NAME = false;              \
-      return __VA_ARGS__();                     \
-    }                                           \
-  }()
 
 }  // namespace cuda
 }  // namespace resetlstm

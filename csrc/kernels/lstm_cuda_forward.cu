@@ -118,9 +118,9 @@ Status forward(const cpu::ForwardArgs<T>& a, void* workspace, const LaunchOption
   ForwardStepParams<T> p{row, H, a.bias, a.resets, a.mask, z, a.outputs, a.cells, a.h_final,
                          a.c_final};
   const int64_t ldz = row.batch_stride() * 4 * H;
-  return RLSTM_CUDA_BOOL_SWITCH(a.resets != nullptr, kHasResets, [&] {
-    return RLSTM_CUDA_BOOL_SWITCH(a.mask != nullptr, kHasMask, [&] {
-      return RLSTM_CUDA_BOOL_SWITCH(training, kTraining, [&]() -> Status {
+  return RLSTM_BOOL_SWITCH(a.resets != nullptr, kHasResets, [&] {
+    return RLSTM_BOOL_SWITCH(a.mask != nullptr, kHasMask, [&] {
+      return RLSTM_BOOL_SWITCH(training, kTraining, [&]() -> Status {
         for (int64_t t = 0; t < T_; ++t) {
           // z[:, t] += h @ recurrent_kernel (the step's rows of z, ldz apart)
           RLSTM_TRY(blas.gemm<T>(false, false, B, 4 * H, H, a.h_final, H, a.recurrent_kernel,
