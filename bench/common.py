@@ -1,0 +1,222 @@
+"""Helpers shared by bench/run.py (TensorFlow process) and bench/torch_bench.py (torch subprocess).
+
+Nothing here imports TensorFlow or torch: both processes build *identical* data from the same seed
+with numpy, and both check their forward pass against the float64 numpy reference below.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import statistics
+import time
+import zlib
+
+import numpy as np
+
+RESET_RATE = 0.02  # fraction of (b, t) with resets[b, t] = True in the "2 % random resets" cases
+CHECK_ROWS = 4  # rows of the batch compared against the float64 numpy reference
+FWD_TOL = 1e-4  # max abs difference allowed between two forward outputs (h is in (-1, 1))
+GRAD_RTOL = 1e-3  # max abs gradient difference / max abs gradient allowed between two variants
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def case_seed(B, T, I, H):
+    return zlib.crc32(f"{B},{T},{I},{H}".encode())
+
+
+def make_data(B, T, I, H, seed=None):
+    """Deterministic float32 data for one shape (identical in every process).
+
+    Weights are in Keras layout: kernel [I, 4H], recurrent_kernel [H, 4H], bias [4H], gates i, f, c, o.
+    """
+    rng = np.random.default_rng(case_seed(B, T, I, H) if seed is None else seed)
+    a = np.sqrt(6.0 / (I + 4 * H))  # glorot_uniform, like keras
+    kernel = rng.uniform(-a, a, size=(I, 4 * H)).astype(np.float32)
+    recurrent_kernel = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(np.float32)
+    bias = (0.1 * rng.standard_normal(4 * H)).astype(np.float32)
+    bias[H:2 * H] += 1.0  # unit forget bias, like keras
+    x = rng.standard_normal((B, T, I), dtype=np.float32)
+    upstream = rng.standard_normal((B, T, H), dtype=np.float32)
+    resets = rng.random((B, T)) < RESET_RATE
+    if T > 1:
+        resets[0, T // 2] = True  # at least one reset inside the checked rows, even for tiny shapes
+    return dict(x=x, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias,
+                upstream=upstream, resets=resets)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def reference_lstm(x, kernel, recurrent_kernel, bias, resets=None):
+    """float64 numpy LSTM with per-row resets (DESIGN.md section 1). Returns outputs [B, T, H]."""
+    x = np.asarray(x, np.float64)
+    W, U, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
+    B, T, _ = x.shape
+    H = U.shape[0]
+    h = np.zeros((B, H))
+    c = np.zeros((B, H))
+    out = np.empty((B, T, H))
+    for t in range(T):
+        if resets is not None:
+            keep = 1.0 - np.asarray(resets[:, t], np.float64)[:, None]
+            h, c = h * keep, c * keep
+        z = x[:, t] @ W + h @ U + b
+        i, f, g, o = _sigmoid(z[:, :H]), _sigmoid(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), _sigmoid(z[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        out[:, t] = h
+    return out
+
+
+def reference_rows(d, with_resets, rows=CHECK_ROWS):
+    r = d["resets"][:rows] if with_resets else None
+    return reference_lstm(d["x"][:rows], d["kernel"], d["recurrent_kernel"], d["bias"], r)
+
+
+def max_abs_diff(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def rel_grad_diff(a, b):
+    """max |a - b| / max |b| (scale-free; gradients are sums over B*T terms)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    scale = max(float(np.max(np.abs(b))), 1e-30)
+    return float(np.max(np.abs(a - b))) / scale
+
+
+# ----------------------------------------------------------------------------------------------
+# flops / stats
+# ----------------------------------------------------------------------------------------------
+def lstm_flops(B, T, I, H):
+    """FLOPs of the LSTM's matmuls: fwd 2*B*T*(I+H)*4H; fwd+bwd three times that."""
+    fwd = 2.0 * B * T * (I + H) * 4 * H
+    return {"fwd": fwd, "fwdbwd": 3.0 * fwd}
+
+
+def summarize(times_ms):
+    ts = sorted(times_ms)
+    return {
+        "median_ms": statistics.median(ts),
+        "min_ms": ts[0],
+        "max_ms": ts[-1],
+        "n": len(ts),
+        # relative spread (max-min)/median: how noisy this measurement was
+        "spread": (ts[-1] - ts[0]) / statistics.median(ts) if statistics.median(ts) > 0 else 0.0,
+    }
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t0) * 1e3, out
+
+
+def fmt_ms(ms):
+    if ms is None:
+        return "–"
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}"
+
+
+def shape_str(B, T, I, H):
+    return f"({B}, {T}, {I}, {H})"
+
+
+# ----------------------------------------------------------------------------------------------
+# machine info
+# ----------------------------------------------------------------------------------------------
+def default_threads():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def cpu_info():
+    info = {"model": platform.processor() or platform.machine(), "flags_simd": []}
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return info
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    if m:
+        info["model"] = m.group(1).strip()
+    for key, name in (("vendor_id", "vendor"), ("cpu family", "family"), ("model", "model_number"),
+                      ("cpu MHz", "mhz"), ("cache size", "cache")):
+        m = re.search(rf"^{re.escape(key)}\s*:\s*(.+)$", text, re.M)
+        if m:
+            info[name] = m.group(1).strip()
+    m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    if m:
+        flags = set(m.group(1).split())
+        info["flags_simd"] = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw",
+                                          "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile")
+                              if f in flags]
+    info["logical_cpus_total"] = len(re.findall(r"^processor\s*:", text, re.M))
+    return info
+
+
+def mem_total_gib():
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def loadavg():
+    try:
+        return [float(v) for v in open("/proc/loadavg").read().split()[:3]]
+    except OSError:
+        return None
+
+
+def peak_rss_mib():
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine_info():
+    cpu = cpu_info()
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores_available": default_threads(),
+        "os_cpu_count": os.cpu_count(),
+        "mem_total_gib": mem_total_gib(),
+        "loadavg_at_start": loadavg(),
+        "gpu": "none used (CPU benchmark; CUDA_VISIBLE_DEVICES='')",
+    }
+
+
+def host_kind(cpu, cores):
+    """A short file-name slug such as 'amd-epyc-2c'."""
+    model = cpu.get("model", "cpu")
+    model = re.sub(r"\(R\)|\(TM\)|CPU|Processor|\d+-Core|@.*$", " ", model, flags=re.I)
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "cpu"
+    slug = "-".join(slug.split("-")[:4])
+    return f"{slug}-{cores}c"

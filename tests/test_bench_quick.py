@@ -1,0 +1,45 @@
+"""Smoke test of the benchmark suite: `python bench/run.py --quick --out <tmp>` runs every variant on
+tiny shapes and writes the JSON, the markdown table and the PNG plot."""
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = ["resetlstm", "resetlstm_resets", "keras", "naive", "block", "torch"]
+
+
+def test_bench_quick(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick", "--out", str(tmp_path)],
+                          cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (js,) = glob.glob(str(tmp_path / "*.json"))
+    base = js[:-len(".json")]
+    for ext in (".md", ".png"):
+        assert os.path.getsize(base + ext) > 0, base + ext
+    res = json.load(open(js))
+    assert res["quick"] is True
+    torch_installed = importlib.util.find_spec("torch") is not None
+    assert res["shapes"] and res["sweep"]["points"]
+    for shape in res["shapes"]:
+        for v in VARIANTS:
+            entry = shape["results"].get(v)
+            assert entry is not None, f"variant {v} missing at {shape['B'], shape['T'], shape['I'], shape['H']}"
+            if v == "torch" and not torch_installed:
+                assert entry["status"].startswith("unavailable")
+                continue
+            assert entry["status"] == "ok", (v, entry["status"])
+            for mode in ("fwd", "fwdbwd"):
+                assert entry[mode]["median_ms"] > 0
+            assert entry["saved_bytes"] > 0
+        assert shape["matmul"]["gflops"] > 0
+        assert shape["checks"] and all(c["ok"] for c in shape["checks"])
+    for point in res["sweep"]["points"]:
+        for v in res["sweep"]["variants"]:
+            if v == "torch" and not torch_installed:
+                continue
+            assert point["results"][v]["fwdbwd"]["median_ms"] > 0
+    md = open(base + ".md").read()
+    assert "keras.layers.LSTM" in md and "BlockLSTM" in md and "% of limit" in md
