@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.machinery
-import importlib.util
 import json
 import os
 import platform
 import re
 import statistics
-import sys
 import warnings
 
 import torch
@@ -38,29 +35,6 @@ RESET_RATE = 0.02
 BATCHES = (64, 256, 1024, 4096)
 HIDDEN = (256, 512, 1024)
 STEPS = 100
-
-
-def load_native():
-    """resetlstm._native without importing resetlstm/__init__ (which imports TensorFlow)."""
-    try:
-        from resetlstm import _native
-        return _native
-    except ImportError:
-        pass
-    here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.find_spec("resetlstm")
-    dirs = list(spec.submodule_search_locations or []) if spec else []
-    dirs.append(os.path.join(here, "..", "python", "resetlstm"))
-    for d in dirs:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = os.path.join(d, "_native" + suffix)
-            if os.path.exists(path):
-                s = importlib.util.spec_from_file_location("resetlstm._native", path)
-                module = importlib.util.module_from_spec(s)
-                s.loader.exec_module(module)
-                sys.modules["resetlstm._native"] = module
-                return module
-    raise SystemExit(f"resetlstm._native not found (looked in {dirs}); build it first")
 
 
 def set_tf32(enabled: bool):
@@ -145,7 +119,7 @@ def check(nat, c, allow_tf32):
 
 
 def run(args):
-    nat = load_native()
+    from resetlstm import _native as nat  # works without TensorFlow
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible to torch")
     if not nat.cuda_available():

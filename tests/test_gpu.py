@@ -11,10 +11,6 @@ Tolerances: float64 1e-10, float32 1e-4 (relative to max(1, max|expected|)); exa
 run with TF32 off on both sides (cuBLAS default math, cuDNN/torch allow_tf32 False).
 """
 import contextlib
-import importlib.machinery
-import importlib.util
-import os
-import sys
 import warnings
 
 import numpy as np
@@ -30,30 +26,7 @@ DEV = torch.device("cuda")
 GRAD_NAMES = ("inputs", "kernel", "recurrent_kernel", "bias", "h0", "c0")
 
 
-def _load_native():
-    """resetlstm._native without importing resetlstm/__init__ (which needs TensorFlow)."""
-    if "resetlstm._native" in sys.modules:
-        return sys.modules["resetlstm._native"]
-    try:
-        from resetlstm import _native
-        return _native
-    except ImportError:
-        pass
-    spec = importlib.util.find_spec("resetlstm")
-    dirs = list(spec.submodule_search_locations or []) if spec else []
-    for d in dirs:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = os.path.join(d, "_native" + suffix)
-            if os.path.exists(path):
-                s = importlib.util.spec_from_file_location("resetlstm._native", path)
-                module = importlib.util.module_from_spec(s)
-                s.loader.exec_module(module)
-                sys.modules["resetlstm._native"] = module
-                return module
-    pytest.fail(f"resetlstm._native not found in {dirs}; build it first")
-
-
-nat = _load_native()
+from resetlstm import _native as nat  # works without TensorFlow
 if not hasattr(nat, "forward_cuda"):
     pytest.fail("this _native has no forward_cuda: rebuild", pytrace=False)
 if not nat.cuda_available():

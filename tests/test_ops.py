@@ -21,20 +21,16 @@ SCENARIOS = {
 }
 
 
-# --------------------------------------------------------------------------- the reference itself
-
-@pytest.mark.parametrize("state", [False, True])
-@pytest.mark.parametrize("mask", [False, True])
-def test_reference_matches_keras_lstm(state, mask):
-    """The numpy reference (incl. its BPTT and mask semantics) agrees with keras.layers.LSTM."""
+def keras_lstm_on_problem(p, H, dtype, state, mask):
+    """keras.layers.LSTM with the problem's weights: (outputs, h, c) and the gradients of the
+    problem's loss wrt inputs, kernel, recurrent_kernel, bias (and h0, c0 with a state)."""
     tf = tf_()
     import keras
-    p = make_problem(11, 5, 7, 3, 4, np.float64, state=state, mask=mask)
-    (ry, rh, rc), rg = reference_for(p)
-    layer = keras.layers.LSTM(4, return_sequences=True, return_state=True, dtype="float64")
+    layer = keras.layers.LSTM(H, return_sequences=True, return_state=True,
+                              dtype="float32" if dtype == np.float32 else "float64")
     x = tf.constant(p["inputs"])
-    st = None if not state else [tf.constant(p["h0"]), tf.constant(p["c0"])]
-    m = None if not mask else tf.constant(p["mask"])
+    st = [tf.constant(p["h0"]), tf.constant(p["c0"])] if state else None
+    m = tf.constant(p["mask"]) if mask else None
     layer(x, initial_state=st, mask=m)
     layer.set_weights([p["kernel"], p["recurrent_kernel"], p["bias"]])
     with tf.GradientTape() as tape:
@@ -44,13 +40,26 @@ def test_reference_matches_keras_lstm(state, mask):
         ky, kh, kc = layer(x, initial_state=st, mask=m)
         loss = (tf.reduce_sum(ky * p["d_outputs"]) + tf.reduce_sum(kh * p["d_h"])
                 + tf.reduce_sum(kc * p["d_c"]))
-    names = ["inputs", "kernel", "recurrent_kernel", "bias"] + (["h0", "c0"] if state else [])
     grads = tape.gradient(loss, [x] + list(layer.trainable_variables) + (st or []))
-    np.testing.assert_allclose(ky.numpy(), ry, atol=1e-12)
-    np.testing.assert_allclose(kh.numpy(), rh, atol=1e-12)
-    np.testing.assert_allclose(kc.numpy(), rc, atol=1e-12)
-    for n, g in zip(names, grads):
-        np.testing.assert_allclose(np.asarray(g), rg[n], atol=1e-12, err_msg=n)
+    names = ["inputs", "kernel", "recurrent_kernel", "bias"] + (["h0", "c0"] if state else [])
+    return (ky.numpy(), kh.numpy(), kc.numpy()), dict(zip(names, (np.asarray(g) for g in grads)))
+
+
+# --------------------------------------------------------------------------- the reference itself
+
+@pytest.mark.parametrize("state", [False, True])
+@pytest.mark.parametrize("mask", [False, True])
+def test_reference_matches_keras_lstm(state, mask):
+    """The numpy reference (incl. its BPTT and mask semantics) agrees with keras.layers.LSTM."""
+    p = make_problem(11, 5, 7, 3, 4, np.float64, state=state, mask=mask)
+    (ry, rh, rc), rg = reference_for(p)
+    (ky, kh, kc), kgrads = keras_lstm_on_problem(p, 4, np.float64, state, mask)
+    np.testing.assert_allclose(ky, ry, atol=1e-12)
+    np.testing.assert_allclose(kh, rh, atol=1e-12)
+    np.testing.assert_allclose(kc, rc, atol=1e-12)
+    assert len(kgrads) == (6 if state else 4)
+    for n, g in kgrads.items():
+        np.testing.assert_allclose(g, rg[n], atol=1e-12, err_msg=n)
 
 
 def test_reference_reset_semantics():
@@ -239,33 +248,17 @@ def test_gradients_to_variables(mode):
 @pytest.mark.parametrize("use_mask", [False, True], ids=["nomask", "mask"])
 @pytest.mark.parametrize("state", [False, True], ids=["zero_state", "initial_state"])
 def test_matches_keras_lstm(use_mask, state, dtype, mode):
-    tf = tf_()
-    import keras
     B, T, I, H = 5, 8, 4, 6
     p = make_problem(600 + 2 * use_mask + state, B, T, I, H, dtype, state=state, mask=use_mask)
-    layer = keras.layers.LSTM(H, return_sequences=True, return_state=True,
-                              dtype="float32" if dtype == np.float32 else "float64")
-    x = tf.constant(p["inputs"])
-    st = [tf.constant(p["h0"]), tf.constant(p["c0"])] if state else None
-    m = tf.constant(p["mask"]) if use_mask else None
-    layer(x, initial_state=st, mask=m)
-    layer.set_weights([p["kernel"], p["recurrent_kernel"], p["bias"]])
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        for s in st or []:
-            tape.watch(s)
-        ky, kh, kc = layer(x, initial_state=st, mask=m)
-        loss = (tf.reduce_sum(ky * p["d_outputs"]) + tf.reduce_sum(kh * p["d_h"])
-                + tf.reduce_sum(kc * p["d_c"]))
-    kgrads = tape.gradient(loss, [x] + list(layer.trainable_variables) + (st or []))
-    names = ["inputs", "kernel", "recurrent_kernel", "bias"] + (["h0", "c0"] if state else [])
+    (ky, kh, kc), kgrads = keras_lstm_on_problem(p, H, dtype, state, use_mask)
     (y, h, c), grads = op_on_problem(mode, p)
-    assert_close(y, ky.numpy(), dtype, "outputs")
-    assert_close(h, kh.numpy(), dtype, "h_T")
-    assert_close(c, kc.numpy(), dtype, "c_T")
-    for n, kg in zip(names, kgrads):
+    assert_close(y, ky, dtype, "outputs")
+    assert_close(h, kh, dtype, "h_T")
+    assert_close(c, kc, dtype, "c_T")
+    assert len(kgrads) == (6 if state else 4)
+    for n, kg in kgrads.items():
         assert grads[n] is not None, n
-        assert_close(grads[n], np.asarray(kg), dtype, "d_" + n)
+        assert_close(grads[n], kg, dtype, "d_" + n)
 
 
 # --------------------------------------------------------------------------- stateful chunking
