@@ -244,3 +244,16 @@ def test_core_message_strips_trace():
     assert "Dimensions must be equal" in msg
     for word in ("recurrent_kernel", "resets", "mask"):
         assert word not in msg, msg
+
+
+def test_gradient_op_rejects_saved_tensors_of_another_shape():
+    """ResetLSTMGrad checks what it receives from the forward against the forward's shapes."""
+    tf = tf_()
+    from resetlstm import ops
+    x, k, r = tf.zeros([2, 3, 4]), tf.zeros([4, 8]), tf.zeros([2, 8])
+    y, h, c = tf.zeros([2, 3, 2]), tf.zeros([2, 2]), tf.zeros([2, 2])
+    no_flags, no_state = tf.zeros([0], tf.bool), tf.zeros([0])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"`gates` has the wrong shape \(\[2, 2, 8\], expected \[2, 3, 8\]\)"):
+        ops._ops.reset_lstm_grad(x, k, r, no_flags, no_flags, no_state, no_state, y,
+                                 tf.zeros([2, 2, 8]), y, y, h, c)

@@ -179,3 +179,25 @@ def test_native_bad_input(case):
     msg = str(info.value)
     assert re.search(r"(?<!recurrent_)" + name if name == "kernel" else name, msg), msg
     assert re.search(detail, msg), msg
+
+
+@pytest.mark.parametrize("which", ["outputs", "gates", "cell_states", "d_outputs", "d_h", "d_c"])
+def test_backward_rejects_tensors_not_from_this_forward(which):
+    """Backward's saved and upstream tensors must have the forward's shapes (the op and both
+    pybind11 bindings share this check); the message names the argument and both shapes."""
+    from resetlstm import _native
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 4))
+    k, r, b = rng.normal(size=(4, 8)), rng.normal(size=(2, 8)), rng.normal(size=8)
+    y, h, c, g, cs = _native.forward(x, k, r, b)
+    args = dict(outputs=y, gates=g, cell_states=cs, d_outputs=np.ones_like(y), d_h=h, d_c=c)
+    if args[which].ndim == 3:   # [B, T, *]: one step short
+        args[which], got, want = args[which][:, :2], r"\[2, 2, \d+\]", r"\[2, 3, \d+\]"
+    else:                        # [B, H]: one row short
+        args[which], got, want = args[which][:1], r"\[1, 2\]", r"\[2, 2\]"
+    with pytest.raises(ValueError, match=rf"`{which}` has the wrong shape \({got}, expected {want}\)"):
+        _native.backward(x, k, r, b, None, None, None, None, args["outputs"], args["gates"],
+                         args["cell_states"], args["d_outputs"], args["d_h"], args["d_c"])
+    with pytest.raises(ValueError, match=r"`gates` has the wrong shape \(\[0\]"):
+        _, _, _, g0, c0 = _native.forward(x, k, r, b, training=False)
+        _native.backward(x, k, r, b, None, None, None, None, y, g0, c0, None, None, None)

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lstm_cpu.h"
@@ -164,6 +165,37 @@ inline std::string check_lstm_shapes(const LstmShapes& s, bool time_major, cpu::
     dims_out->I = I;
     dims_out->H = H;
     dims_out->time_major = time_major;
+  }
+  return "";
+}
+
+// The tensors backward takes from the forward pass and from upstream (absent ones are skipped)
+// must have the forward's shapes: [B,T,H] / [B,T,4H] ([T,B,*] if time_major) and [B,H].
+struct BackwardShapes {
+  Shape outputs, gates, cells, d_outputs, d_h, d_c;
+};
+
+inline std::string check_backward_shapes(const BackwardShapes& s, const cpu::Dims& d) {
+  auto sequence = [&](int64_t width) {
+    Shape w;
+    w.rank = 3;
+    w.dims = d.time_major ? std::vector<int64_t>{d.T, d.B, width}
+                          : std::vector<int64_t>{d.B, d.T, width};
+    return w;
+  };
+  Shape state;
+  state.rank = 2;
+  state.dims = {d.B, d.H};
+  const std::pair<const Shape*, Shape> expected[] = {
+      {&s.outputs, sequence(d.H)}, {&s.gates, sequence(4 * d.H)}, {&s.cells, sequence(d.H)},
+      {&s.d_outputs, sequence(d.H)}, {&s.d_h, state},             {&s.d_c, state}};
+  const char* names[] = {"outputs", "gates", "cell_states", "d_outputs", "d_h", "d_c"};
+  for (int i = 0; i < 6; ++i) {
+    const Shape& got = *expected[i].first;
+    const Shape& want = expected[i].second;
+    if (!got.present || (got.rank == want.rank && got.dims == want.dims)) continue;
+    return std::string("`") + names[i] + "` has the wrong shape (" + detail::str(got) +
+           ", expected " + detail::str(want) + "); pass the forward's results (training=True)";
   }
   return "";
 }

@@ -165,19 +165,6 @@ Shape shape_of(const std::optional<DeviceArray>& a) {
   return a ? a->shape_for_check() : Shape::absent();
 }
 
-void check_shape(const std::optional<DeviceArray>& a, const std::vector<int64_t>& want,
-                 const char* name) {
-  if (!a || a->shape == want) return;
-  auto str = [](const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-  };
-  throw py::value_error(std::string("reset_lstm backward (CUDA): `") + name +
-                        "` has the wrong shape (" + str(a->shape) + ", expected " + str(want) +
-                        "); pass the forward's results (training=True)");
-}
-
 template <typename P>
 P* ptr(const std::optional<DeviceArray>& a) {
   return a ? static_cast<P*>(a->data) : nullptr;
@@ -476,12 +463,9 @@ void register_cuda_functions(py::module_& m) {
                                Named{&cl, "cell_states"}, Named{&dy, "d_outputs"},
                                Named{&dh, "d_h"}, Named{&dc, "d_c"}})
           check_same(c.inputs, *a, name);
-        check_shape(y, seq_shape(d, d.H), "outputs");
-        check_shape(g, seq_shape(d, 4 * d.H), "gates");
-        check_shape(cl, seq_shape(d, d.H), "cell_states");
-        check_shape(dy, seq_shape(d, d.H), "d_outputs");
-        check_shape(dh, {d.B, d.H}, "d_h");
-        check_shape(dc, {d.B, d.H}, "d_c");
+        const std::string error = check_backward_shapes(
+            {shape_of(y), shape_of(g), shape_of(cl), shape_of(dy), shape_of(dh), shape_of(dc)}, d);
+        if (!error.empty()) throw py::value_error("reset_lstm backward (CUDA): " + error);
         if (is_float(c.inputs.dtype, 32))
           return backward_typed<float>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
         return backward_typed<double>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);

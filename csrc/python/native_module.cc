@@ -146,21 +146,11 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
   LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
                ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0)};
   const cpu::Dims d = Validate(s, time_major);
-  auto expect = [&](const OptArray& a, std::vector<py::ssize_t> shape, const char* name) {
-    if (!a) return;
-    std::vector<py::ssize_t> got(a->shape(), a->shape() + a->ndim());
-    if (got != shape)
-      throw py::value_error(std::string("reset_lstm backward: `") + name +
-                            "` has the wrong shape (" + py::str(py::cast(got)).cast<std::string>() +
-                            ", expected " + py::str(py::cast(shape)).cast<std::string>() +
-                            "); pass the forward's results (training=True)");
-  };
-  expect(outputs, SeqShape(d, d.H), "outputs");
-  expect(gates, SeqShape(d, 4 * d.H), "gates");
-  expect(cells, SeqShape(d, d.H), "cells");
-  expect(d_outputs, SeqShape(d, d.H), "d_outputs");
-  expect(d_h, {d.B, d.H}, "d_h");
-  expect(d_c, {d.B, d.H}, "d_c");
+  const std::string error = check_backward_shapes(
+      {ShapeOf(outputs), ShapeOf(gates), ShapeOf(cells), ShapeOf(d_outputs), ShapeOf(d_h),
+       ShapeOf(d_c)},
+      d);
+  if (!error.empty()) throw py::value_error("reset_lstm backward: " + error);
 
   auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel);
   auto h0a = Contig<T>(h0), c0a = Contig<T>(c0), ya = Contig<T>(outputs), ga = Contig<T>(gates),

@@ -140,22 +140,13 @@ class ResetLSTMGradOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     cpu::Dims d;
     if (!flags_.Check(ctx, /*bias=*/nullptr, /*first_optional=*/3, &d)) return;
-    const TensorShape seq_h = SequenceShape(d, d.H), seq_4h = SequenceShape(d, 4 * d.H);
+    const std::string error = check_backward_shapes(
+        {ToShape(ctx->input(7)), ToShape(ctx->input(8)), ToShape(ctx->input(9)),
+         ToShape(ctx->input(10)), ToShape(ctx->input(11)), ToShape(ctx->input(12))},
+        d);
+    OP_REQUIRES(ctx, error.empty(),
+                tensorflow::errors::InvalidArgument("reset_lstm gradient: ", error));
     const TensorShape bh({d.B, d.H});
-    OP_REQUIRES(ctx, ctx->input(8).shape() == seq_4h && ctx->input(9).shape() == seq_h,
-                tensorflow::errors::InvalidArgument(
-                    "reset_lstm: no saved activations for the gradient: the forward ran without "
-                    "training (gates ", ctx->input(8).shape().DebugString(), ", expected ",
-                    seq_4h.DebugString(), "); run it under a GradientTape or inside tf.function"));
-    OP_REQUIRES(ctx,
-                ctx->input(7).shape() == seq_h && ctx->input(10).shape() == seq_h &&
-                    ctx->input(11).shape() == bh && ctx->input(12).shape() == bh,
-                tensorflow::errors::InvalidArgument(
-                    "reset_lstm gradient: outputs/d_outputs must be ", seq_h.DebugString(),
-                    " and d_h/d_c ", bh.DebugString(), ", got ",
-                    ctx->input(7).shape().DebugString(), ", ", ctx->input(10).shape().DebugString(),
-                    ", ", ctx->input(11).shape().DebugString(), ", ",
-                    ctx->input(12).shape().DebugString()));
 
     Tensor *d_inputs, *d_kernel, *d_rkernel, *d_bias, *d_h0, *d_c0;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_inputs));
