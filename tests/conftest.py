@@ -77,10 +77,16 @@ def random_mask(rng, B, T, p=0.7):
     return m
 
 
+def random_dropout_mask(rng, B, H, rate=0.4, dtype=np.float64):
+    """An inverted-dropout mask [B, H]: 0 with probability `rate`, else 1/(1-rate)."""
+    keep = rng.random((B, H)) >= rate
+    return (keep / (1.0 - rate)).astype(dtype)
+
+
 def make_problem(seed, B, T, I, H, dtype=np.float64, resets=False, state=False, mask=False,
-                 upstream=("outputs", "h", "c")):
+                 upstream=("outputs", "h", "c"), dropout=False):
     """Batch-major problem dict (numpy): inputs, kernel, recurrent_kernel, bias, resets, h0, c0,
-    mask, d_outputs, d_h, d_c (missing ones None)."""
+    mask, dropout (the recurrent dropout mask [B, H]), d_outputs, d_h, d_c (missing ones None)."""
     rng = np.random.default_rng(seed)
     kernel, recurrent_kernel, bias = random_weights(rng, I, H, dtype)
     p = dict(
@@ -91,9 +97,13 @@ def make_problem(seed, B, T, I, H, dtype=np.float64, resets=False, state=False, 
         c0=rng.uniform(-1.0, 1.0, (B, H)).astype(dtype) if state else None,
         mask=random_mask(rng, B, T) if mask else None,
     )
+    # drawn after the others so that adding it leaves every other array of a seed unchanged
+    p["dropout"] = None
     p["d_outputs"] = rng.normal(size=(B, T, H)).astype(dtype) if "outputs" in upstream else None
     p["d_h"] = rng.normal(size=(B, H)).astype(dtype) if "h" in upstream else None
     p["d_c"] = rng.normal(size=(B, H)).astype(dtype) if "c" in upstream else None
+    if dropout:
+        p["dropout"] = random_dropout_mask(rng, B, H, dtype=dtype)
     return p
 
 
@@ -102,7 +112,8 @@ def reference_for(p):
     from reference import reference_forward_backward
     return reference_forward_backward(p["inputs"], p["kernel"], p["recurrent_kernel"], p["bias"],
                                       p["resets"], p["h0"], p["c0"], p["mask"],
-                                      p["d_outputs"], p["d_h"], p["d_c"])
+                                      p["d_outputs"], p["d_h"], p["d_c"],
+                                      dropout=p.get("dropout"))
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -130,7 +141,7 @@ DIFF_NAMES = ("inputs", "kernel", "recurrent_kernel", "bias", "h0", "c0")
 
 def run_reset_lstm(mode, inputs, kernel, recurrent_kernel, bias, resets=None, h0=None, c0=None,
                    mask=None, time_major=False, d_outputs=None, d_h=None, d_c=None,
-                   unconnected_zero=False):
+                   unconnected_zero=False, dropout=None):
     """Call resetlstm.reset_lstm eagerly (mode='eager') or inside a tf.function
     (mode='function'), with loss = sum(outputs*d_outputs) + sum(h_T*d_h) + sum(c_T*d_c)
     (terms with a None upstream are left out of the loss).
@@ -146,7 +157,7 @@ def run_reset_lstm(mode, inputs, kernel, recurrent_kernel, bias, resets=None, h0
 
     tensors = dict(inputs=conv(inputs), kernel=conv(kernel), recurrent_kernel=conv(recurrent_kernel),
                    bias=conv(bias), h0=conv(h0), c0=conv(c0))
-    extra = dict(resets=conv(resets), mask=conv(mask))
+    extra = dict(resets=conv(resets), mask=conv(mask), dropout=conv(dropout))
     ups = dict(outputs=conv(d_outputs), h=conv(d_h), c=conv(d_c))
     want_grads = any(v is not None for v in ups.values())
 
@@ -158,7 +169,8 @@ def run_reset_lstm(mode, inputs, kernel, recurrent_kernel, bias, resets=None, h0
             initial_state = None if t["h0"] is None else (t["h0"], t["c0"])
             y, h, c = rl.reset_lstm(t["inputs"], t["kernel"], t["recurrent_kernel"], t["bias"],
                                     resets=e["resets"], initial_state=initial_state,
-                                    mask=e["mask"], time_major=time_major)
+                                    mask=e["mask"], time_major=time_major,
+                                    recurrent_dropout_mask=e["dropout"])
             loss = tf.constant(0.0, dtype=y.dtype)
             for out, up in ((y, u["outputs"]), (h, u["h"]), (c, u["c"])):
                 if up is not None:
@@ -201,7 +213,7 @@ def op_on_problem(mode, p, time_major=False, resets_dtype=None, mask_dtype=None,
         resets=flags(p["resets"], resets_dtype), h0=p["h0"], c0=p["c0"],
         mask=flags(p["mask"], mask_dtype), time_major=time_major,
         d_outputs=tm(p["d_outputs"]), d_h=p["d_h"], d_c=p["d_c"],
-        unconnected_zero=unconnected_zero)
+        unconnected_zero=unconnected_zero, dropout=p.get("dropout"))
     if time_major:
         y = to_batch_major(y)
         if grads.get("inputs") is not None:

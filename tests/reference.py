@@ -4,7 +4,7 @@ Never calls the op.  Semantics (per row b, t = 0..T-1; h_{-1}=h0, c_{-1}=c0, y_{
 
     keep = 1 - resets[b, t]
     h_in, c_in = keep * h_{t-1}, keep * c_{t-1}        # reset before step t, even at a masked step
-    z = x[b, t] @ kernel + h_in @ recurrent_kernel + bias
+    z = x[b, t] @ kernel + (m[b] * h_in) @ recurrent_kernel + bias   # m: recurrent dropout, or 1
     i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)
     c_new = f * c_in + i * g ;  h_new = o * tanh(c_new)
     if mask[b, t]: h_t, c_t, y_t = h_new, c_new, h_new
@@ -56,8 +56,9 @@ def to_batch_major(a):
 
 
 def reference_forward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=None, c0=None,
-                      mask=None, return_cache=False):
-    """Batch-major float64 forward.  Returns (outputs [B,T,H], h_T [B,H], c_T [B,H])."""
+                      mask=None, return_cache=False, dropout=None):
+    """Batch-major float64 forward.  Returns (outputs [B,T,H], h_T [B,H], c_T [B,H]).
+    dropout: optional [B,H] recurrent dropout mask (multiplies h_in in the recurrent matmul)."""
     x = _f64(inputs)
     K = _f64(kernel)
     R = _f64(recurrent_kernel)
@@ -67,6 +68,8 @@ def reference_forward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=No
     assert K.shape == (I, 4 * H) and R.shape == (H, 4 * H) and b.shape == (4 * H,)
     r = _flags(resets, B, T)
     m = _flags(mask, B, T)
+    drop = np.ones((B, H)) if dropout is None else _f64(dropout)
+    assert drop.shape == (B, H), (drop.shape, (B, H))
     h = np.zeros((B, H)) if h0 is None else _f64(h0).copy()
     c = np.zeros((B, H)) if c0 is None else _f64(c0).copy()
     y = np.zeros((B, H))
@@ -76,7 +79,7 @@ def reference_forward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=No
         keep = np.ones((B, 1)) if r is None else (1.0 - r[:, t])[:, None]
         mt = np.ones((B, 1)) if m is None else m[:, t][:, None]
         h_in, c_in = keep * h, keep * c
-        z = x[:, t] @ K + h_in @ R + b
+        z = x[:, t] @ K + (drop * h_in) @ R + b
         i = sigmoid(z[:, :H])
         f = sigmoid(z[:, H:2 * H])
         g = np.tanh(z[:, 2 * H:3 * H])
@@ -89,14 +92,15 @@ def reference_forward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=No
         y = mt * h_new + (1.0 - mt) * y
         outputs[:, t] = y
         if return_cache:
-            cache.append(dict(keep=keep, m=mt, h_in=h_in, c_in=c_in, i=i, f=f, g=g, o=o, tc=tc))
+            cache.append(dict(keep=keep, m=mt, h_in=h_in, c_in=c_in, i=i, f=f, g=g, o=o, tc=tc,
+                              drop=drop))
     if return_cache:
         return outputs, h, c, cache
     return outputs, h, c
 
 
 def reference_backward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=None, c0=None,
-                       mask=None, d_outputs=None, d_h=None, d_c=None):
+                       mask=None, d_outputs=None, d_h=None, d_c=None, dropout=None):
     """Hand-written BPTT of  sum(outputs*d_outputs) + sum(h_T*d_h) + sum(c_T*d_c).
 
     Returns dict with keys inputs, kernel, recurrent_kernel, bias, h0, c0 (float64; h0/c0
@@ -108,7 +112,7 @@ def reference_backward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=N
     B, T, I = x.shape
     H = R.shape[0]
     _, _, _, cache = reference_forward(inputs, kernel, recurrent_kernel, bias, resets, h0, c0,
-                                       mask, return_cache=True)
+                                       mask, return_cache=True, dropout=dropout)
     dY = np.zeros((B, T, H)) if d_outputs is None else _f64(d_outputs)
     dh = np.zeros((B, H)) if d_h is None else _f64(d_h).copy()   # dL/dh_t (state carry)
     dc = np.zeros((B, H)) if d_c is None else _f64(d_c).copy()   # dL/dc_t
@@ -139,19 +143,21 @@ def reference_backward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=N
                              do * o * (1.0 - o)], axis=1)
         dx[:, t] = dz @ K.T
         dK += x[:, t].T @ dz
-        dR += s["h_in"].T @ dz
+        dR += (s["drop"] * s["h_in"]).T @ dz
         db += dz.sum(axis=0)
-        dh_in = dh_in + dz @ R.T
+        dh_in = dh_in + s["drop"] * (dz @ R.T)
         dh = keep * dh_in
         dc = keep * dc_in
     return dict(inputs=dx, kernel=dK, recurrent_kernel=dR, bias=db, h0=dh, c0=dc)
 
 
 def reference_forward_backward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=None,
-                               c0=None, mask=None, d_outputs=None, d_h=None, d_c=None):
-    out = reference_forward(inputs, kernel, recurrent_kernel, bias, resets, h0, c0, mask)
+                               c0=None, mask=None, d_outputs=None, d_h=None, d_c=None,
+                               dropout=None):
+    out = reference_forward(inputs, kernel, recurrent_kernel, bias, resets, h0, c0, mask,
+                            dropout=dropout)
     grads = reference_backward(inputs, kernel, recurrent_kernel, bias, resets, h0, c0, mask,
-                               d_outputs, d_h, d_c)
+                               d_outputs, d_h, d_c, dropout=dropout)
     return out, grads
 
 
@@ -164,7 +170,8 @@ def reference_cell(x_t, h, c, kernel, recurrent_kernel, bias, reset=None):
 
 
 def finite_difference_gradients(inputs, kernel, recurrent_kernel, bias, resets=None, h0=None,
-                                c0=None, mask=None, d_outputs=None, d_h=None, d_c=None, eps=1e-6):
+                                c0=None, mask=None, d_outputs=None, d_h=None, d_c=None, eps=1e-6,
+                                dropout=None):
     """Central finite differences of the float64 reference loss (a check of the BPTT above)."""
     B, T, I = np.shape(inputs)
     H = np.shape(recurrent_kernel)[0]
@@ -178,7 +185,8 @@ def finite_difference_gradients(inputs, kernel, recurrent_kernel, bias, resets=N
 
     def loss():
         y, hT, cT = reference_forward(args["inputs"], args["kernel"], args["recurrent_kernel"],
-                                      args["bias"], resets, args["h0"], args["c0"], mask)
+                                      args["bias"], resets, args["h0"], args["c0"], mask,
+                                      dropout=dropout)
         return np.sum(y * dY) + np.sum(hT * dh) + np.sum(cT * dc)
 
     grads = {}

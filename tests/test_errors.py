@@ -255,5 +255,5 @@ def test_gradient_op_rejects_saved_tensors_of_another_shape():
     no_flags, no_state = tf.zeros([0], tf.bool), tf.zeros([0])
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"`gates` has the wrong shape \(\[2, 2, 8\], expected \[2, 3, 8\]\)"):
-        ops._ops.reset_lstm_grad(x, k, r, no_flags, no_flags, no_state, no_state, y,
+        ops._ops.reset_lstm_grad(x, k, r, no_flags, no_flags, no_state, no_state, no_state, y,
                                  tf.zeros([2, 2, 8]), y, y, h, c)

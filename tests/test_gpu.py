@@ -94,13 +94,14 @@ def cpu_run(p, time_major=False, upstream=True):
     tm = _tm(time_major)
     x, r, m = tm(p["inputs"]), tm(p["resets"]), tm(p["mask"])
     fwd = nat.forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], resets=r, mask=m,
-                      h0=p["h0"], c0=p["c0"], time_major=time_major)
+                      h0=p["h0"], c0=p["c0"], time_major=time_major,
+                      recurrent_dropout_mask=p.get("dropout"))
     fwd = tuple(np.asarray(a) for a in fwd)
     if not upstream:
         return fwd, None
     g = nat.backward(x, p["kernel"], p["recurrent_kernel"], p["bias"], r, m, p["h0"], p["c0"],
                      fwd[0], fwd[3], fwd[4], tm(p["d_outputs"]), p["d_h"], p["d_c"],
-                     time_major=time_major)
+                     time_major=time_major, recurrent_dropout_mask=p.get("dropout"))
     return fwd, dict(zip(GRAD_NAMES, (np.asarray(a) for a in g)))
 
 
@@ -112,14 +113,15 @@ def gpu_run(p, time_major=False, upstream=True, allow_tf32=False, training=True,
     fwd = nat.forward_cuda(d["inputs"], d["kernel"], d["recurrent_kernel"], d["bias"],
                            resets=d["resets"], mask=d["mask"], h0=d["h0"], c0=d["c0"],
                            time_major=time_major, training=training, allow_tf32=allow_tf32,
-                           stream=stream)
+                           stream=stream, recurrent_dropout_mask=d.get("dropout"))
     assert all(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in fwd)
     if not upstream:
         return tuple(to_np(t) for t in fwd), None
     g = nat.backward_cuda(d["inputs"], d["kernel"], d["recurrent_kernel"], d["bias"],
                           d["resets"], d["mask"], d["h0"], d["c0"], fwd[0], fwd[3], fwd[4],
                           d["d_outputs"], d["d_h"], d["d_c"], time_major=time_major,
-                          allow_tf32=allow_tf32, stream=stream)
+                          allow_tf32=allow_tf32, stream=stream,
+                          recurrent_dropout_mask=d.get("dropout"))
     return tuple(to_np(t) for t in fwd), dict(zip(GRAD_NAMES, (to_np(t) for t in g)))
 
 
@@ -140,6 +142,8 @@ SCENARIOS = {
     "resets_mask_state": dict(resets=True, mask=True, state=True),
     "upstream_h_only": dict(resets=True, upstream=("h",)),
     "upstream_outputs_only": dict(mask=True, state=True, upstream=("outputs",)),
+    "dropout": dict(dropout=True, state=True),
+    "resets_mask_state_dropout": dict(resets=True, mask=True, state=True, dropout=True),
 }
 
 

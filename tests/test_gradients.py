@@ -12,17 +12,20 @@ GRAD_SCENARIOS = {
     "resets_state": dict(resets=True, state=True),
     "mask_state": dict(mask=True, state=True),
     "resets_mask_state": dict(resets=True, mask=True, state=True),
+    "dropout_state": dict(dropout=True, state=True),
+    "resets_mask_state_dropout": dict(resets=True, mask=True, state=True, dropout=True),
 }
 
 
-@pytest.mark.parametrize("scenario", ["resets", "resets_state", "mask_state", "resets_mask_state"])
+@pytest.mark.parametrize("scenario", ["resets", "resets_state", "mask_state", "resets_mask_state",
+                                      "dropout_state", "resets_mask_state_dropout"])
 def test_reference_bptt_matches_finite_differences(scenario):
     """The reference's hand-written BPTT is itself right (independent check)."""
     p = make_problem(40 + len(scenario), 5, 6, 3, 2, np.float64, **GRAD_SCENARIOS[scenario])
     _, rg = reference_for(p)
     fd = finite_difference_gradients(p["inputs"], p["kernel"], p["recurrent_kernel"], p["bias"],
                                      p["resets"], p["h0"], p["c0"], p["mask"], p["d_outputs"],
-                                     p["d_h"], p["d_c"])
+                                     p["d_h"], p["d_c"], dropout=p["dropout"])
     for n in DIFF_NAMES:
         np.testing.assert_allclose(rg[n], fd[n], atol=2e-8, rtol=1e-7, err_msg=n)
     # not vacuous: gradients are non-trivial
@@ -55,11 +58,13 @@ def test_compute_gradient_reset_lstm(scenario, time_major):
     tm = (lambda a: np.swapaxes(a, 0, 1)) if time_major else (lambda a: a)
     resets = None if p["resets"] is None else tf.constant(tm(p["resets"]))
     mask = None if p["mask"] is None else tf.constant(tm(p["mask"]))
+    dropout = None if p["dropout"] is None else tf.constant(p["dropout"])
     state = p["h0"] is not None
 
     def f(x, K, R, b, *s):
         y, h, c = rl.reset_lstm(x, K, R, b, resets=resets, mask=mask,
-                                initial_state=tuple(s) if s else None, time_major=time_major)
+                                initial_state=tuple(s) if s else None, time_major=time_major,
+                                recurrent_dropout_mask=dropout)
         return tf.concat([tf.reshape(y, [-1]), tf.reshape(h, [-1]), tf.reshape(c, [-1])], 0)
 
     args = [tm(p["inputs"]), p["kernel"], p["recurrent_kernel"], p["bias"]]

@@ -11,6 +11,8 @@ SCENARIOS = {
     "mask": dict(mask=True),
     "resets_mask": dict(resets=True, mask=True),
     "resets_mask_state": dict(resets=True, mask=True, state=True),
+    "dropout": dict(dropout=True),
+    "resets_mask_state_dropout": dict(resets=True, mask=True, state=True, dropout=True),
 }
 
 
@@ -33,13 +35,15 @@ def native_run(p, time_major=False, training=True, num_threads=0, upstream=True)
     y, h, c, gates, cells = nat.forward(x, p["kernel"], p["recurrent_kernel"], p["bias"],
                                         resets=r, mask=m, h0=p["h0"], c0=p["c0"],
                                         time_major=time_major, training=training,
-                                        num_threads=num_threads)
+                                        num_threads=num_threads,
+                                        recurrent_dropout_mask=p.get("dropout"))
     y, h, c = np.asarray(y), np.asarray(h), np.asarray(c)
     grads = None
     if upstream:
         res = nat.backward(x, p["kernel"], p["recurrent_kernel"], p["bias"], r, m, p["h0"],
                            p["c0"], y, gates, cells, tm(p["d_outputs"]), p["d_h"], p["d_c"],
-                           time_major=time_major, num_threads=num_threads)
+                           time_major=time_major, num_threads=num_threads,
+                           recurrent_dropout_mask=p.get("dropout"))
         assert len(res) == 6
         grads = dict(zip(DIFF_NAMES, [None if g is None else np.asarray(g) for g in res]))
         if time_major:

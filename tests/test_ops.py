@@ -18,6 +18,8 @@ SCENARIOS = {
     "mask_state": dict(mask=True, state=True),
     "resets_mask": dict(resets=True, mask=True),
     "resets_mask_state": dict(resets=True, mask=True, state=True),
+    "dropout": dict(dropout=True),
+    "resets_mask_state_dropout": dict(resets=True, mask=True, state=True, dropout=True),
 }
 
 
@@ -109,10 +111,12 @@ def test_gradients_single_upstream(which, scenario, dtype, mode):
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 1, 5), (5, 7, 3, 13), (3, 4, 17, 17),
                                    (7, 5, 2, 9), (8, 12, 16, 16)],
                          ids=lambda s: "B%dT%dI%dH%d" % s)
-def test_odd_shapes_vs_reference(shape, time_major, dtype):
+@pytest.mark.parametrize("dropout", [False, True], ids=["", "dropout"])
+def test_odd_shapes_vs_reference(shape, time_major, dropout, dtype):
     """Sizes that are not multiples of any vector width (tail handling)."""
     B, T, I, H = shape
-    p = make_problem(300 + sum(shape), B, T, I, H, dtype, resets=True, state=True, mask=True)
+    p = make_problem(300 + sum(shape), B, T, I, H, dtype, resets=True, state=True, mask=True,
+                     dropout=dropout)
     outs, grads = op_on_problem("eager", p, time_major=time_major)
     check_against_reference(p, outs, grads, dtype)
 

@@ -29,6 +29,8 @@ struct ForwardArgs {
   const bool* mask = nullptr;           // [B,T] or null: false skips the step (Keras masking)
   const T* h0 = nullptr;                // [B,H] or null (zeros)
   const T* c0 = nullptr;                // [B,H] or null (zeros)
+  const T* recurrent_dropout_mask = nullptr;  // [B,H] or null: scales h before the recurrent
+                                              // GEMM at every step (z = x K + (m * h) R + b)
   T* outputs = nullptr;                 // [B,T,H]
   T* h_final = nullptr;                 // [B,H]
   T* c_final = nullptr;                 // [B,H]
@@ -46,6 +48,7 @@ struct BackwardArgs {
   const bool* mask = nullptr;           // [B,T] or null
   const T* h0 = nullptr;                // [B,H] or null
   const T* c0 = nullptr;                // [B,H] or null
+  const T* recurrent_dropout_mask = nullptr;  // [B,H] or null: the forward's mask
   const T* outputs = nullptr;           // [B,T,H]  forward result
   const T* gates = nullptr;             // [B,T,4H] saved by forward
   const T* cells = nullptr;             // [B,T,H]  saved by forward
@@ -60,6 +63,11 @@ struct BackwardArgs {
   T* d_c0 = nullptr;                    // [B,H]
 };
 
+// Recurrent dropout: with a mask m, every step computes z = x_t K + (m * h_in) R + b, where h_in
+// is the (post-reset) state entering the step; h itself, the outputs and the carried state are
+// not scaled. m holds 0 or 1/(1-rate) for inverted dropout, but any values are allowed; it gets
+// no gradient.
+//
 // Scratch memory the caller provides, in elements of T; the kernels allocate nothing.
 // The workspace pointer must be 64-byte aligned.
 template <typename T>

@@ -39,10 +39,14 @@ int64_t slab_rows(int64_t B, int threads) {
   return round_up(ceil_div(B, slabs), MR);
 }
 
+// Forward workspace: the packed recurrent kernel, then the pre-activations when they are not
+// kept (inference), then the dropout-scaled recurrent input m * h [B,H] (used only with a
+// recurrent dropout mask; reserved always, it is small).
 template <typename T>
 int64_t forward_workspace_size(const Dims& d, bool training) {
-  const int64_t packed = round_up(packed_b_size<T>(d.H, 4 * d.H), 64 / sizeof(T));
-  return packed + (training ? 0 : d.B * d.T * 4 * d.H);
+  const int64_t align = 64 / sizeof(T);
+  const int64_t packed = round_up(packed_b_size<T>(d.H, 4 * d.H), align);
+  return packed + (training ? 0 : round_up(d.B * d.T * 4 * d.H, align)) + d.B * d.H;
 }
 
 template <typename T>
@@ -58,7 +62,16 @@ int64_t backward_workspace_size(const Dims& d, bool has_mask) {
 template <typename T>
 struct ForwardPlan : ForwardArgs<T> {
   T* gates_or_workspace = nullptr;  // [B,T,4H]
+  T* h_dropped = nullptr;           // [B,H] m * h, the recurrent GEMM's input (dropout only)
 };
+
+// h_dropped[j] = m[j] * h[j] for one row (recurrent dropout only; a separate pass keeps the
+// cell loop free of the extra stream).
+template <typename T>
+inline void scale_row(const T* m, const T* h, int64_t H, T* out) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < H; ++j) out[j] = m[j] * h[j];
+}
 
 // One step's elementwise pass for row b: z (in `gates`, holding x W + h R) -> gates, c, h, y;
 // then the state for the next step, with the next step's reset already applied.
@@ -108,20 +121,26 @@ void forward_slab(const ForwardPlan<T>& a, const PackedB<T>& rk, int64_t b0, int
   // h_final / c_final hold the running state: the state entering the next step (post-reset).
   T* h = a.h_final;
   T* c = a.c_final;
+  // With recurrent dropout the GEMM reads m * h, kept beside the state.
+  const T* m = a.recurrent_dropout_mask;
+  T* h_gemm = m ? a.h_dropped : h;
   for (int64_t b = b0; b < b1; ++b) {
     const T keep0 = (kHasResets && d.T > 0 && a.resets[row(b, 0)]) ? T(0) : T(1);
     for (int64_t j = 0; j < H; ++j) {
       h[b * H + j] = a.h0 ? keep0 * a.h0[b * H + j] : T(0);
       c[b * H + j] = a.c0 ? keep0 * a.c0[b * H + j] : T(0);
     }
+    if (m) scale_row(m + b * H, h + b * H, H, h_gemm + b * H);
   }
   const int64_t ldz = row.batch_stride() * 4 * H;
   for (int64_t t = 0; t < d.T; ++t) {
-    // z[b0:b1, t] += h[b0:b1] @ recurrent_kernel
-    gemm_packed_serial(b1 - b0, h + b0 * H, H, rk, a.gates_or_workspace + row(b0, t) * 4 * H, ldz,
-                       /*accumulate=*/true);
-    for (int64_t b = b0; b < b1; ++b)
+    // z[b0:b1, t] += (m *) h[b0:b1] @ recurrent_kernel
+    gemm_packed_serial(b1 - b0, h_gemm + b0 * H, H, rk, a.gates_or_workspace + row(b0, t) * 4 * H,
+                       ldz, /*accumulate=*/true);
+    for (int64_t b = b0; b < b1; ++b) {
       forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, h + b * H, c + b * H);
+      if (m) scale_row(m + b * H, h + b * H, H, h_gemm + b * H);
+    }
   }
 }
 
@@ -132,9 +151,16 @@ void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace)
   const bool training = args.gates != nullptr;
   ForwardPlan<T> plan;
   static_cast<ForwardArgs<T>&>(plan) = args;
+  const int64_t align = 64 / sizeof(T);
   T* packed = workspace;
-  plan.gates_or_workspace =
-      training ? args.gates : workspace + round_up(packed_b_size<T>(H, 4 * H), 64 / sizeof(T));
+  T* w = workspace + round_up(packed_b_size<T>(H, 4 * H), align);
+  if (training) {
+    plan.gates_or_workspace = args.gates;
+  } else {
+    plan.gates_or_workspace = w;
+    w += round_up(B * T_ * 4 * H, align);
+  }
+  plan.h_dropped = w;
   // Hoisted input projection: z = inputs @ kernel for all B*T rows in one GEMM.
   gemm(runner, false, false, B * T_, 4 * H, I, args.inputs, I, args.kernel, 4 * H,
        plan.gates_or_workspace, 4 * H, /*accumulate=*/false);
@@ -162,10 +188,17 @@ struct BackwardPlan : BackwardArgs<T> {
   T* dy_carry = nullptr;  // [B,H]    with a mask: gradient reaching the previous output
 };
 
+// Whether step t of row b ran the cell (it did unless the mask skipped it).
+template <typename T, bool kHasMask>
+inline bool step_active(const BackwardPlan<T>& a, const RowIndex& row, int64_t b, int64_t t) {
+  return !kHasMask || a.mask[row(b, t)];
+}
+
 // Rebuilds the recurrent input h_in (post-reset h entering the step) of every step for rows
 // [b0, b1). Without a mask the state after a step is that step's output; with one, masked
 // steps repeat the previous output rather than the state, so active steps recompute
-// h = o * tanh(c) from the saved gates exactly as the forward did.
+// h = o * tanh(c) from the saved gates exactly as the forward did. With recurrent dropout the
+// result is what the recurrent GEMM read, m * h_in (the d_recurrent_kernel GEMM's input).
 template <typename T, bool kHasResets, bool kHasMask>
 void rebuild_recurrent_inputs(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
   const Dims& d = a.dims;
@@ -192,6 +225,11 @@ void rebuild_recurrent_inputs(const BackwardPlan<T>& a, int64_t b0, int64_t b1) 
         for (int64_t j = 0; j < H; ++j) next[j] = keep * cur[j];
       }
     }
+    if (const T* m = a.recurrent_dropout_mask)  // after the row: masked steps read h_in above
+      for (int64_t t = 0; t < d.T; ++t) {
+        T* h_in = a.h_in + row(b, t) * H;
+        scale_row(m + b * H, h_in, H, h_in);
+      }
   }
 }
 
@@ -220,6 +258,10 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
       T* dhb = dh + b * H;
       T* dcb = dc + b * H;
       T* dz = a.dz + r * 4 * H;
+      // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it
+      // is m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
+      if (a.recurrent_dropout_mask && t + 1 < d.T && step_active<T, kHasMask>(a, row, b, t + 1))
+        scale_row(a.recurrent_dropout_mask + b * H, dhb, H, dhb);
       const T* dy = kHasDy ? a.d_outputs + r * H : nullptr;
       T* dyc = kHasMask ? a.dy_carry + b * H : nullptr;
       if (!kHasMask || a.mask[r]) {
@@ -253,9 +295,12 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
     gemm_packed_serial(b1 - b0, a.dz + row(b0, t) * 4 * H, ldz, a.rk_t, dh + b0 * H, H,
                        /*accumulate=*/true);
   }
-  // Gradient wrt the initial state: dh is wrt h_in of step 0, which is keep_0 * h0.
+  // Gradient wrt the initial state: dh is wrt h_in of step 0 (times m if step 0 ran the cell
+  // with recurrent dropout), and h_in of step 0 is keep_0 * h0.
   for (int64_t b = b0; b < b1; ++b) {
     const T keep0 = (kHasResets && d.T > 0 && a.resets[row(b, 0)]) ? T(0) : T(1);
+    if (a.recurrent_dropout_mask && d.T > 0 && step_active<T, kHasMask>(a, row, b, 0))
+      scale_row(a.recurrent_dropout_mask + b * H, dh + b * H, H, dh + b * H);
     for (int64_t j = 0; j < H; ++j) dh[b * H + j] *= keep0;
   }
 }

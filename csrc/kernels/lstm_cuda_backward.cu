@@ -24,12 +24,14 @@ struct RebuildParams {
   const T* outputs;    // [B,T,H]
   const T* gates;      // [B,T,4H]
   const T* cells;      // [B,T,H]
-  T* h_in;             // [B,T,H] out: post-reset h entering each step
+  const T* dropout;    // [B,H] recurrent dropout mask m, or null
+  T* h_in;             // [B,T,H] out: post-reset h entering each step (m * h with dropout)
 };
 
 // Without a mask the state after a step is that step's output; with one, masked steps repeat
 // the previous output rather than the state, so active steps recompute h = o * tanh(c) from the
-// saved gates exactly as the forward did. Each thread walks its (b, j) through time.
+// saved gates exactly as the forward did. Each thread walks its (b, j) through time. With
+// recurrent dropout it stores what the recurrent GEMM read, m * h_in.
 template <typename T, bool kHasResets, bool kHasMask>
 __global__ void __launch_bounds__(kThreads) rebuild_recurrent_inputs_kernel(RebuildParams<T> p) {
   const int64_t idx = flat_thread_index();
@@ -38,8 +40,9 @@ __global__ void __launch_bounds__(kThreads) rebuild_recurrent_inputs_kernel(Rebu
   int64_t b, j;
   split_index(idx, H, &b, &j);
   const T keep0 = (kHasResets && p.resets[p.row(b, 0)]) ? T(0) : T(1);
+  const T m = p.dropout ? p.dropout[idx] : T(1);
   T cur = p.h0 ? keep0 * p.h0[idx] : T(0);
-  p.h_in[p.row(b, 0) * H + j] = cur;
+  p.h_in[p.row(b, 0) * H + j] = m * cur;
   for (int64_t t = 0; t + 1 < p.row.T; ++t) {
     const int64_t r = p.row(b, t), rn = p.row(b, t + 1);
     const T keep = (kHasResets && p.resets[rn]) ? T(0) : T(1);
@@ -51,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) rebuild_recurrent_inputs_kernel(Rebu
     else
       next = cur;
     cur = keep * next;
-    p.h_in[rn * H + j] = cur;
+    p.h_in[rn * H + j] = m * cur;
   }
 }
 
@@ -83,6 +86,7 @@ struct BackwardStepParams {
   T* dh;                  // [B,H] in: dz[:, t+1] @ R^T; with a mask zeroed here, else overwritten
   T* dc;                  // [B,H] gradient wrt the c leaving the step, carried backwards
   T* dy_carry;            // [B,H] with a mask: gradient reaching the previous output
+  const T* dropout;       // [B,H] recurrent dropout mask m, or null
 };
 
 template <typename T, bool kHasResets, bool kHasMask, bool kHasDy>
@@ -98,9 +102,14 @@ __global__ void __launch_bounds__(kThreads)
   const T keep_next = (kHasResets && t + 1 < p.row.T && p.resets[p.row(b, t + 1)]) ? T(0) : T(1);
   const T keep = (kHasResets && p.resets[r]) ? T(0) : T(1);
   T* dz = p.dz + r * 4 * H;
+  // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it is
+  // m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
+  T dh_next = p.dh[idx];
+  if (p.dropout && t + 1 < p.row.T && (!kHasMask || p.mask[p.row(b, t + 1)]))
+    dh_next *= p.dropout[idx];
   if (!kHasMask || p.mask[r]) {
     const T* g = p.gates + r * 4 * H;
-    T dh_t = keep_next * p.dh[idx];
+    T dh_t = keep_next * dh_next;
     if (kHasDy) dh_t += p.d_outputs[r * H + j];
     if (kHasMask) dh_t += p.dy_carry[idx];
     const T c_prev =
@@ -119,21 +128,26 @@ __global__ void __launch_bounds__(kThreads)
     dz[H + j] = T(0);
     dz[2 * H + j] = T(0);
     dz[3 * H + j] = T(0);
-    p.dh[idx] = keep_next * p.dh[idx];
+    p.dh[idx] = keep_next * dh_next;
     p.dc[idx] = keep * p.dc[idx];
     if (kHasDy) p.dy_carry[idx] += p.d_outputs[r * H + j];
   }
 }
 
-// Gradient wrt the initial state: dh is wrt h_in of step 0, which is keep_0 * h0.
+// Gradient wrt the initial state: dh is wrt h_in of step 0 (times m if step 0 ran the cell
+// with recurrent dropout), and h_in of step 0 is keep_0 * h0.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    finish_dh0_kernel(RowIndex row, int64_t H, const bool* resets, T* dh) {
+    finish_dh0_kernel(RowIndex row, int64_t H, const bool* resets, const bool* mask,
+                      const T* dropout, T* dh) {
   const int64_t idx = flat_thread_index();
-  if (idx >= row.B * H) return;
+  if (idx >= row.B * H || row.T == 0) return;
   int64_t b, j;
   split_index(idx, H, &b, &j);
-  if (resets && row.T > 0 && resets[row(b, 0)]) dh[idx] = T(0);
+  if (resets && resets[row(b, 0)])
+    dh[idx] = T(0);
+  else if (dropout && (!mask || mask[row(b, 0)]))
+    dh[idx] *= dropout[idx];
 }
 
 // ---- bias gradient: column sums of dz [rows, cols], deterministic --------------------------
@@ -235,12 +249,15 @@ Status backward(const cpu::BackwardArgs<T>& a, void* workspace, const LaunchOpti
     const Status loop = RLSTM_BOOL_SWITCH(a.resets != nullptr, kHasResets, [&] {
       return RLSTM_BOOL_SWITCH(a.mask != nullptr, kHasMask, [&] {
         return RLSTM_BOOL_SWITCH(a.d_outputs != nullptr, kHasDy, [&]() -> Status {
-          RebuildParams<T> rp{row, H, a.resets, a.mask, a.h0, a.outputs, a.gates, a.cells, h_in};
+          RebuildParams<T> rp{row,     H,       a.resets, a.mask,
+                              a.h0,    a.outputs, a.gates, a.cells,
+                              a.recurrent_dropout_mask, h_in};
           rebuild_recurrent_inputs_kernel<T, kHasResets, kHasMask>
               <<<blocks_for(BH), kThreads, 0, stream>>>(rp);
           RLSTM_LAUNCH_TRY();
-          BackwardStepParams<T> p{row,     H,           a.resets, a.mask, a.c0, a.gates,
-                                  a.cells, a.d_outputs, dz,       dh,     dc,   dy_carry};
+          BackwardStepParams<T> p{row,     H,           a.resets, a.mask, a.c0,
+                                  a.gates, a.cells,     a.d_outputs, dz,  dh,
+                                  dc,      dy_carry,    a.recurrent_dropout_mask};
           const int64_t ldz = row.batch_stride() * 4 * H;
           for (int64_t t = T_ - 1; t >= 0; --t) {
             backward_step_kernel<T, kHasResets, kHasMask, kHasDy>
@@ -255,7 +272,8 @@ Status backward(const cpu::BackwardArgs<T>& a, void* workspace, const LaunchOpti
       });
     });
     RLSTM_TRY(loop);
-    finish_dh0_kernel<T><<<blocks_for(BH), kThreads, 0, stream>>>(row, H, a.resets, dh);
+    finish_dh0_kernel<T><<<blocks_for(BH), kThreads, 0, stream>>>(
+        row, H, a.resets, a.mask, a.recurrent_dropout_mask, dh);
     RLSTM_LAUNCH_TRY();
   }
 
@@ -263,7 +281,7 @@ Status backward(const cpu::BackwardArgs<T>& a, void* workspace, const LaunchOpti
   // d_kernel = inputs^T @ dz
   RLSTM_TRY(blas.gemm<T>(true, false, I, 4 * H, BT, a.inputs, I, dz, 4 * H, T(0), a.d_kernel,
                          4 * H));
-  // d_recurrent_kernel = h_in^T @ dz
+  // d_recurrent_kernel = h_in^T @ dz (h_in is m * h_in with dropout)
   RLSTM_TRY(blas.gemm<T>(true, false, H, 4 * H, BT, h_in, H, dz, 4 * H, T(0),
                          a.d_recurrent_kernel, 4 * H));
   // d_inputs = dz @ kernel^T

@@ -3,7 +3,8 @@
 //   z = inputs @ kernel for all B*T rows in one GEMM;
 //   per step t: z[:, t] += h @ recurrent_kernel (one GEMM into the step's strided rows of z),
 //   then one fused elementwise kernel (bias, activations, c/h update, mask, saved activations,
-//   and the next step's reset applied to the running state).
+//   and the next step's reset applied to the running state; with recurrent dropout it also
+//   writes m * h, which the next step's GEMM reads instead of h).
 // Nothing is allocated or synchronised in the time loop.
 #include "lstm_cuda_common.cuh"
 
@@ -23,13 +24,15 @@ struct ForwardStepParams {
   T* cells;             // [B,T,H] or null (inference)
   T* h;                 // [B,H] running state: the h entering the next step (post-reset)
   T* c;                 // [B,H] running state: the c entering the next step (post-reset)
+  const T* dropout;     // [B,H] recurrent dropout mask m, or null
+  T* h_dropped;         // [B,H] m * h, the recurrent GEMM's input (with dropout)
 };
 
-// h, c = keep_0 * (h0, c0), zeros without an initial state.
+// h, c = keep_0 * (h0, c0), zeros without an initial state (and m * h with dropout).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    init_state_kernel(RowIndex row, int64_t H, const bool* resets, const T* h0, const T* c0, T* h,
-                      T* c) {
+    init_state_kernel(RowIndex row, int64_t H, const bool* resets, const T* h0, const T* c0,
+                      const T* dropout, T* h, T* c, T* h_dropped) {
   const int64_t idx = flat_thread_index();
   if (idx >= row.B * H) return;
   int64_t b, j;
@@ -37,6 +40,7 @@ __global__ void __launch_bounds__(kThreads)
   const T keep0 = (resets && row.T > 0 && resets[row(b, 0)]) ? T(0) : T(1);
   h[idx] = h0 ? keep0 * h0[idx] : T(0);
   c[idx] = c0 ? keep0 * c0[idx] : T(0);
+  if (dropout) h_dropped[idx] = dropout[idx] * h[idx];
 }
 
 // One step's elementwise pass for every (b, j); z already holds x W + h R for step t.
@@ -73,14 +77,16 @@ __global__ void __launch_bounds__(kThreads) forward_step_kernel(ForwardStepParam
     p.h[idx] *= keep_next;
     p.c[idx] *= keep_next;
   }
+  if (p.dropout) p.h_dropped[idx] = p.dropout[idx] * p.h[idx];
 }
 
 }  // namespace
 
 template <typename T>
 int64_t forward_workspace_size(const cpu::Dims& d, bool training) {
-  const int64_t z_bytes = training ? 0 : d.B * d.T * 4 * d.H * static_cast<int64_t>(sizeof(T));
-  return workspace_elements<T>({kCublasWorkspaceBytes, z_bytes});
+  const int64_t s = static_cast<int64_t>(sizeof(T));
+  const int64_t z_bytes = training ? 0 : d.B * d.T * 4 * d.H * s;
+  return workspace_elements<T>({kCublasWorkspaceBytes, z_bytes, d.B * d.H * s});
 }
 
 template <typename T>
@@ -102,6 +108,7 @@ Status forward(const cpu::ForwardArgs<T>& a, void* workspace, const LaunchOption
   WorkspaceCarver carve(workspace);
   void* blas_workspace = carve.take_bytes(kCublasWorkspaceBytes);
   T* z = training ? a.gates : carve.take<T>(B * T_ * 4 * H);
+  T* h_dropped = carve.take<T>(BH);  // reserved always (small); used with recurrent dropout
   BlasSession blas;
   RLSTM_TRY(blas.begin(device.device(), options.stream, blas_workspace, kCublasWorkspaceBytes,
                        options.allow_tf32));
@@ -111,19 +118,21 @@ Status forward(const cpu::ForwardArgs<T>& a, void* workspace, const LaunchOption
                          4 * H));
   if (BH == 0) return Status::Ok();
   const RowIndex row{B, T_, d.time_major};
-  init_state_kernel<T><<<blocks_for(BH), kThreads, 0, stream>>>(row, H, a.resets, a.h0, a.c0,
-                                                                 a.h_final, a.c_final);
+  const T* dropout = a.recurrent_dropout_mask;
+  init_state_kernel<T><<<blocks_for(BH), kThreads, 0, stream>>>(
+      row, H, a.resets, a.h0, a.c0, dropout, a.h_final, a.c_final, h_dropped);
   RLSTM_LAUNCH_TRY();
 
-  ForwardStepParams<T> p{row, H, a.bias, a.resets, a.mask, z, a.outputs, a.cells, a.h_final,
-                         a.c_final};
+  ForwardStepParams<T> p{row,     H,         a.bias,    a.resets, a.mask,   z,
+                         a.outputs, a.cells, a.h_final, a.c_final, dropout, h_dropped};
+  const T* h_gemm = dropout ? h_dropped : a.h_final;  // what the recurrent GEMM reads
   const int64_t ldz = row.batch_stride() * 4 * H;
   return RLSTM_BOOL_SWITCH(a.resets != nullptr, kHasResets, [&] {
     return RLSTM_BOOL_SWITCH(a.mask != nullptr, kHasMask, [&] {
       return RLSTM_BOOL_SWITCH(training, kTraining, [&]() -> Status {
         for (int64_t t = 0; t < T_; ++t) {
-          // z[:, t] += h @ recurrent_kernel (the step's rows of z, ldz apart)
-          RLSTM_TRY(blas.gemm<T>(false, false, B, 4 * H, H, a.h_final, H, a.recurrent_kernel,
+          // z[:, t] += (m *) h @ recurrent_kernel (the step's rows of z, ldz apart)
+          RLSTM_TRY(blas.gemm<T>(false, false, B, 4 * H, H, h_gemm, H, a.recurrent_kernel,
                                  4 * H, T(1), z + row(0, t) * 4 * H, ldz));
           forward_step_kernel<T, kHasResets, kHasMask, kTraining>
               <<<blocks_for(BH), kThreads, 0, stream>>>(p, t);

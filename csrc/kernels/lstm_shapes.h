@@ -27,6 +27,7 @@ struct Shape {
 
 struct LstmShapes {
   Shape inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0;
+  Shape recurrent_dropout_mask = Shape::absent();
 };
 
 namespace detail {
@@ -87,6 +88,9 @@ inline std::string check_lstm_shapes(const LstmShapes& s, bool time_major, cpu::
     return rank_error("initial_state[0] (h)", s.h0, 2, "[B, H]");
   if (s.c0.present && s.c0.rank >= 0 && s.c0.rank != 2)
     return rank_error("initial_state[1] (c)", s.c0, 2, "[B, H]");
+  if (s.recurrent_dropout_mask.present && s.recurrent_dropout_mask.rank >= 0 &&
+      s.recurrent_dropout_mask.rank != 2)
+    return rank_error("recurrent_dropout_mask", s.recurrent_dropout_mask, 2, "[B, H]");
 
   int64_t B = dim(s.inputs, time_major ? 1 : 0);
   int64_t T = dim(s.inputs, time_major ? 0 : 1);
@@ -156,7 +160,8 @@ inline std::string check_lstm_shapes(const LstmShapes& s, bool time_major, cpu::
     H = h;
     return true;
   };
-  if (!check_bh("initial_state[0] (h)", s.h0) || !check_bh("initial_state[1] (c)", s.c0))
+  if (!check_bh("initial_state[0] (h)", s.h0) || !check_bh("initial_state[1] (c)", s.c0) ||
+      !check_bh("recurrent_dropout_mask", s.recurrent_dropout_mask))
     return err.str();
 
   if (dims_out) {

@@ -2,11 +2,12 @@
 // allocate (torch CUDA tensors, CuPy arrays):
 //
 //   forward_cuda(inputs, kernel, recurrent_kernel, bias, resets=None, mask=None, h0=None,
-//                c0=None, time_major=False, training=True, allow_tf32=False, stream=None)
+//                c0=None, time_major=False, training=True, allow_tf32=False, stream=None,
+//                recurrent_dropout_mask=None)
 //       -> (outputs, h_T, c_T, gates, cell_states)
 //   backward_cuda(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, outputs, gates,
 //                 cell_states, d_outputs, d_h, d_c, time_major=False, allow_tf32=False,
-//                 stream=None)
+//                 stream=None, recurrent_dropout_mask=None)
 //       -> (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0)
 //   cuda_available() -> bool, cuda_unavailable_reason() -> str
 //
@@ -279,16 +280,16 @@ struct Common {
   int64_t stream;
   cpu::Dims dims;
   DeviceArray inputs;
-  std::optional<DeviceArray> kernel, rkernel, bias, resets, mask, h0, c0;
+  std::optional<DeviceArray> kernel, rkernel, bias, resets, mask, h0, c0, rdrop;
 };
 
 Common import_common(const py::object& inputs, const py::object& kernel, const py::object& rkernel,
                      const py::object& bias, const OptObject& resets, const OptObject& mask,
-                     const OptObject& h0, const OptObject& c0, bool time_major,
-                     const OptObject& stream) {
+                     const OptObject& h0, const OptObject& c0, const OptObject& rdrop,
+                     bool time_major, const OptObject& stream) {
   require_cuda();
   require_cuda_array(inputs, "inputs");  // before asking its library for a stream
-  Common c{library_of(inputs), 0, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  Common c{library_of(inputs), 0, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
   c.stream = stream && !stream->is_none() ? stream->cast<int64_t>() : current_stream(c.lib, inputs);
   c.inputs = import_array(inputs, "inputs", c.stream);
   c.kernel = import_array(kernel, "kernel", c.stream);
@@ -298,6 +299,7 @@ Common import_common(const py::object& inputs, const py::object& kernel, const p
   c.mask = import_optional(mask, "mask", c.stream);
   c.h0 = import_optional(h0, "initial_state[0] (h)", c.stream);
   c.c0 = import_optional(c0, "initial_state[1] (c)", c.stream);
+  c.rdrop = import_optional(rdrop, "recurrent_dropout_mask", c.stream);
   if (!is_float(c.inputs.dtype, 32) && !is_float(c.inputs.dtype, 64))
     throw py::value_error("reset_lstm (CUDA): `inputs` must be float32 or float64, got " +
                           dtype_str(c.inputs.dtype));
@@ -306,13 +308,14 @@ Common import_common(const py::object& inputs, const py::object& kernel, const p
   check_same(c.inputs, c.bias, "bias");
   check_same(c.inputs, c.h0, "initial_state[0] (h)");
   check_same(c.inputs, c.c0, "initial_state[1] (c)");
+  check_same(c.inputs, c.rdrop, "recurrent_dropout_mask");
   check_flags(c.inputs, c.resets, "resets");
   check_flags(c.inputs, c.mask, "mask");
   if (c.h0.has_value() != c.c0.has_value())
     throw py::value_error("reset_lstm: `initial_state` needs both h0 and c0, or neither");
   LstmShapes s{c.inputs.shape_for_check(), shape_of(c.kernel), shape_of(c.rkernel),
                shape_of(c.bias), shape_of(c.resets), shape_of(c.mask), shape_of(c.h0),
-               shape_of(c.c0)};
+               shape_of(c.c0),     shape_of(c.rdrop)};
   const std::string error = check_lstm_shapes(s, time_major, &c.dims);
   if (!error.empty()) throw py::value_error("reset_lstm: " + error);
   return c;
@@ -351,6 +354,7 @@ py::tuple forward_typed(const py::object& inputs, Common& c, bool training, bool
   a.mask = ptr<const bool>(c.mask);
   a.h0 = ptr<const T>(c.h0);
   a.c0 = ptr<const T>(c.c0);
+  a.recurrent_dropout_mask = ptr<const T>(c.rdrop);
   a.outputs = static_cast<T*>(y_a.data);
   a.h_final = static_cast<T*>(h_a.data);
   a.c_final = static_cast<T*>(c_a.data);
@@ -397,6 +401,7 @@ py::tuple backward_typed(const py::object& inputs, Common& c, const DeviceArray&
   a.mask = ptr<const bool>(c.mask);
   a.h0 = ptr<const T>(c.h0);
   a.c0 = ptr<const T>(c.c0);
+  a.recurrent_dropout_mask = ptr<const T>(c.rdrop);
   a.outputs = static_cast<const T*>(outputs.data);
   a.gates = static_cast<const T*>(gates.data);
   a.cells = static_cast<const T*>(cells.data);
@@ -426,9 +431,9 @@ void register_cuda_functions(py::module_& m) {
       [](const py::object& inputs, const py::object& kernel, const py::object& recurrent_kernel,
          const py::object& bias, const OptObject& resets, const OptObject& mask,
          const OptObject& h0, const OptObject& c0, bool time_major, bool training,
-         bool allow_tf32, const OptObject& stream) {
+         bool allow_tf32, const OptObject& stream, const OptObject& recurrent_dropout_mask) {
         Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 time_major, stream);
+                                 recurrent_dropout_mask, time_major, stream);
         if (is_float(c.inputs.dtype, 32))
           return forward_typed<float>(inputs, c, training, allow_tf32);
         return forward_typed<double>(inputs, c, training, allow_tf32);
@@ -437,6 +442,7 @@ void register_cuda_functions(py::module_& m) {
       py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
       py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
       py::arg("allow_tf32") = false, py::arg("stream") = py::none(),
+      py::arg("recurrent_dropout_mask") = py::none(),
       "Forward over a sequence on the GPU (torch CUDA tensors or CuPy arrays). Returns (outputs, "
       "h_T, c_T, gates, cell_states) of the library of `inputs`; gates and cell_states are empty "
       "when training=False. Enqueued on `stream` (int cudaStream_t; default: the library's "
@@ -448,9 +454,9 @@ void register_cuda_functions(py::module_& m) {
          const OptObject& h0, const OptObject& c0, const py::object& outputs,
          const py::object& gates, const py::object& cells, const OptObject& d_outputs,
          const OptObject& d_h, const OptObject& d_c, bool time_major, bool allow_tf32,
-         const OptObject& stream) {
+         const OptObject& stream, const OptObject& recurrent_dropout_mask) {
         Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 time_major, stream);
+                                 recurrent_dropout_mask, time_major, stream);
         const cpu::Dims& d = c.dims;
         std::optional<DeviceArray> y = import_array(outputs, "outputs", c.stream),
                                    g = import_array(gates, "gates", c.stream),
@@ -474,7 +480,7 @@ void register_cuda_functions(py::module_& m) {
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
       py::arg("gates"), py::arg("cell_states"), py::arg("d_outputs"), py::arg("d_h"),
       py::arg("d_c"), py::arg("time_major") = false, py::arg("allow_tf32") = false,
-      py::arg("stream") = py::none(),
+      py::arg("stream") = py::none(), py::arg("recurrent_dropout_mask") = py::none(),
       "Backward (BPTT) on the GPU. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, "
       "d_c0) of the library of `inputs`.");
   m.def(

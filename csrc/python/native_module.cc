@@ -98,15 +98,16 @@ std::vector<py::ssize_t> SeqShape(const cpu::Dims& d, int64_t width) {
 template <typename T>
 py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::array& rkernel,
                   const py::array& bias, const OptArray& resets, const OptArray& mask,
-                  const OptArray& h0, const OptArray& c0, bool time_major, bool training,
-                  int num_threads) {
+                  const OptArray& h0, const OptArray& c0, const OptArray& rdrop,
+                  bool time_major, bool training, int num_threads) {
   LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
-               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0)};
+               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0),
+               ShapeOf(rdrop)};
   if (h0.has_value() != c0.has_value())
     throw py::value_error("reset_lstm: `initial_state` needs both h0 and c0, or neither");
   const cpu::Dims d = Validate(s, time_major);
   auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel), b = Contig<T>(bias);
-  auto h0a = Contig<T>(h0), c0a = Contig<T>(c0);
+  auto h0a = Contig<T>(h0), c0a = Contig<T>(c0), mda = Contig<T>(rdrop);
   auto ra = Contig<bool>(resets), ma = Contig<bool>(mask);
 
   Arr<T> outputs(SeqShape(d, d.H)), h({d.B, d.H}), c({d.B, d.H});
@@ -122,6 +123,7 @@ py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::ar
   a.mask = Ptr(ma);
   a.h0 = Ptr(h0a);
   a.c0 = Ptr(c0a);
+  a.recurrent_dropout_mask = Ptr(mda);
   a.outputs = outputs.mutable_data();
   a.h_final = h.mutable_data();
   a.c_final = c.mutable_data();
@@ -142,9 +144,11 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
                    const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
                    const OptArray& c0, const py::array& outputs, const py::array& gates,
                    const py::array& cells, const OptArray& d_outputs, const OptArray& d_h,
-                   const OptArray& d_c, bool time_major, int num_threads) {
+                   const OptArray& d_c, const OptArray& rdrop, bool time_major,
+                   int num_threads) {
   LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
-               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0)};
+               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0),
+               ShapeOf(rdrop)};
   const cpu::Dims d = Validate(s, time_major);
   const std::string error = check_backward_shapes(
       {ShapeOf(outputs), ShapeOf(gates), ShapeOf(cells), ShapeOf(d_outputs), ShapeOf(d_h),
@@ -155,7 +159,7 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
   auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel);
   auto h0a = Contig<T>(h0), c0a = Contig<T>(c0), ya = Contig<T>(outputs), ga = Contig<T>(gates),
        ca = Contig<T>(cells), dya = Contig<T>(d_outputs), dha = Contig<T>(d_h),
-       dca = Contig<T>(d_c);
+       dca = Contig<T>(d_c), mda = Contig<T>(rdrop);
   auto ra = Contig<bool>(resets), ma = Contig<bool>(mask);
 
   Arr<T> dx(SeqShape(d, d.I)), dk({d.I, 4 * d.H}), drk({d.H, 4 * d.H}), db({4 * d.H}),
@@ -169,6 +173,7 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
   a.mask = Ptr(ma);
   a.h0 = Ptr(h0a);
   a.c0 = Ptr(c0a);
+  a.recurrent_dropout_mask = Ptr(mda);
   a.outputs = ya->data();
   a.gates = ga->data();
   a.cells = ca->data();
@@ -206,48 +211,54 @@ PYBIND11_MODULE(_native, m) {
       "forward",
       [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
          const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
-         const OptArray& c0, bool time_major, bool training, int num_threads) {
+         const OptArray& c0, bool time_major, bool training, int num_threads,
+         const OptArray& recurrent_dropout_mask) {
         const py::dtype dt = inputs.dtype();
         for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
                                {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
-                               {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"}})
+                               {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"},
+                               {recurrent_dropout_mask, "recurrent_dropout_mask"}})
           CheckDtype(dt, a, name);
         if (IsFloat(dt, 'f'))
           return Forward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                time_major, training, num_threads);
+                                recurrent_dropout_mask, time_major, training, num_threads);
         if (IsFloat(dt, 'd'))
           return Forward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 time_major, training, num_threads);
+                                 recurrent_dropout_mask, time_major, training, num_threads);
         throw py::value_error("reset_lstm: `inputs` must be float32 or float64, got " +
                               py::str(dt).cast<std::string>());
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
       py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
-      py::arg("num_threads") = 0,
+      py::arg("num_threads") = 0, py::arg("recurrent_dropout_mask") = py::none(),
       "Forward over a sequence. Returns (outputs, h_T, c_T, gates, cell_states); gates and "
-      "cell_states are empty when training=False.");
+      "cell_states are empty when training=False. recurrent_dropout_mask [B, H]: every step "
+      "reads recurrent_dropout_mask * h in the recurrent matmul.");
   m.def(
       "backward",
       [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
          const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
          const OptArray& c0, const py::array& outputs, const py::array& gates,
          const py::array& cells, const OptArray& d_outputs, const OptArray& d_h,
-         const OptArray& d_c, bool time_major, int num_threads) {
+         const OptArray& d_c, bool time_major, int num_threads,
+         const OptArray& recurrent_dropout_mask) {
         const py::dtype dt = inputs.dtype();
         for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
                                {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
                                {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"},
                                {outputs, "outputs"}, {gates, "gates"}, {cells, "cell_states"},
-                               {d_outputs, "d_outputs"}, {d_h, "d_h"}, {d_c, "d_c"}})
+                               {d_outputs, "d_outputs"}, {d_h, "d_h"}, {d_c, "d_c"},
+                               {recurrent_dropout_mask, "recurrent_dropout_mask"}})
           CheckDtype(dt, a, name);
         if (IsFloat(dt, 'f'))
-          return Backward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, outputs,
-                                 gates, cells, d_outputs, d_h, d_c, time_major, num_threads);
+          return Backward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                                 outputs, gates, cells, d_outputs, d_h, d_c,
+                                 recurrent_dropout_mask, time_major, num_threads);
         if (IsFloat(dt, 'd'))
           return Backward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                  outputs, gates, cells, d_outputs, d_h, d_c, time_major,
-                                  num_threads);
+                                  outputs, gates, cells, d_outputs, d_h, d_c,
+                                  recurrent_dropout_mask, time_major, num_threads);
         throw py::value_error("reset_lstm: `inputs` must be float32 or float64, got " +
                               py::str(dt).cast<std::string>());
       },
@@ -255,7 +266,8 @@ PYBIND11_MODULE(_native, m) {
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
       py::arg("gates"), py::arg("cell_states"), py::arg("d_outputs"), py::arg("d_h"),
       py::arg("d_c"), py::arg("time_major") = false, py::arg("num_threads") = 0,
-      "Backward (BPTT). Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
+      py::arg("recurrent_dropout_mask") = py::none(),
+      "Backward (BPTT); recurrent_dropout_mask as given to forward. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
   m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
   m.def("compiled_isas", &cpu::compiled_isas, "SIMD instruction sets compiled in.");
   register_cuda_functions(m);

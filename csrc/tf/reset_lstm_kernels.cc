@@ -30,17 +30,20 @@ Shape ToShape(const Tensor& t, bool present = true) {
 }
 
 struct OptionalFlags {
-  bool time_major = false, use_resets = false, use_mask = false, use_initial_state = false;
+  bool time_major = false, use_resets = false, use_mask = false, use_initial_state = false,
+       use_recurrent_dropout = false;
 
   explicit OptionalFlags(OpKernelConstruction* ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("time_major", &time_major));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_resets", &use_resets));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_mask", &use_mask));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_initial_state", &use_initial_state));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_recurrent_dropout", &use_recurrent_dropout));
   }
 
   // Validates the inputs shared by both ops: inputs, kernel, recurrent_kernel at 0..2, the
-  // optional resets, mask, h0, c0 from `first_optional` on, bias (or null).
+  // optional resets, mask, h0, c0, recurrent_dropout_mask from `first_optional` on, bias (or
+  // null).
   bool Check(OpKernelContext* ctx, const Tensor* bias, int first_optional, cpu::Dims* dims) const {
     LstmShapes s;
     s.inputs = ToShape(ctx->input(0));
@@ -51,6 +54,7 @@ struct OptionalFlags {
     s.mask = ToShape(ctx->input(first_optional + 1), use_mask);
     s.h0 = ToShape(ctx->input(first_optional + 2), use_initial_state);
     s.c0 = ToShape(ctx->input(first_optional + 3), use_initial_state);
+    s.recurrent_dropout_mask = ToShape(ctx->input(first_optional + 4), use_recurrent_dropout);
     const std::string error = check_lstm_shapes(s, time_major, dims);
     if (!error.empty()) {
       ctx->CtxFailure(__FILE__, __LINE__, tensorflow::errors::InvalidArgument("reset_lstm: ", error));
@@ -113,6 +117,7 @@ class ResetLSTMOp : public OpKernel {
     a.mask = flags_.Optional<bool>(ctx, 5, flags_.use_mask);
     a.h0 = flags_.Optional<T>(ctx, 6, flags_.use_initial_state);
     a.c0 = flags_.Optional<T>(ctx, 7, flags_.use_initial_state);
+    a.recurrent_dropout_mask = flags_.Optional<T>(ctx, 8, flags_.use_recurrent_dropout);
     a.outputs = Data<T>(outputs);
     a.h_final = Data<T>(h);
     a.c_final = Data<T>(c);
@@ -141,8 +146,8 @@ class ResetLSTMGradOp : public OpKernel {
     cpu::Dims d;
     if (!flags_.Check(ctx, /*bias=*/nullptr, /*first_optional=*/3, &d)) return;
     const std::string error = check_backward_shapes(
-        {ToShape(ctx->input(7)), ToShape(ctx->input(8)), ToShape(ctx->input(9)),
-         ToShape(ctx->input(10)), ToShape(ctx->input(11)), ToShape(ctx->input(12))},
+        {ToShape(ctx->input(8)), ToShape(ctx->input(9)), ToShape(ctx->input(10)),
+         ToShape(ctx->input(11)), ToShape(ctx->input(12)), ToShape(ctx->input(13))},
         d);
     OP_REQUIRES(ctx, error.empty(),
                 tensorflow::errors::InvalidArgument("reset_lstm gradient: ", error));
@@ -165,12 +170,13 @@ class ResetLSTMGradOp : public OpKernel {
     a.mask = flags_.Optional<bool>(ctx, 4, flags_.use_mask);
     a.h0 = flags_.Optional<T>(ctx, 5, flags_.use_initial_state);
     a.c0 = flags_.Optional<T>(ctx, 6, flags_.use_initial_state);
-    a.outputs = Data<T>(ctx->input(7));
-    a.gates = Data<T>(ctx->input(8));
-    a.cells = Data<T>(ctx->input(9));
-    a.d_outputs = Data<T>(ctx->input(10));
-    a.d_h_final = Data<T>(ctx->input(11));
-    a.d_c_final = Data<T>(ctx->input(12));
+    a.recurrent_dropout_mask = flags_.Optional<T>(ctx, 7, flags_.use_recurrent_dropout);
+    a.outputs = Data<T>(ctx->input(8));
+    a.gates = Data<T>(ctx->input(9));
+    a.cells = Data<T>(ctx->input(10));
+    a.d_outputs = Data<T>(ctx->input(11));
+    a.d_h_final = Data<T>(ctx->input(12));
+    a.d_c_final = Data<T>(ctx->input(13));
     a.d_inputs = Data<T>(d_inputs);
     a.d_kernel = Data<T>(d_kernel);
     a.d_recurrent_kernel = Data<T>(d_rkernel);

@@ -33,10 +33,12 @@ DimensionHandle Dim(InferenceContext* c, int64_t value) {
 }
 
 // Validates the shared arguments; inputs at indices 0..3 are inputs, kernel, recurrent_kernel,
-// bias (bias_index < 0 when the op has no bias input) followed by resets, mask, h0, c0.
+// bias (bias_index < 0 when the op has no bias input) followed by resets, mask, h0, c0 and
+// recurrent_dropout_mask.
 Status CheckShapes(InferenceContext* c, int bias_index, int first_optional, cpu::Dims* dims) {
-  bool time_major, use_resets, use_mask, use_initial_state;
+  bool time_major, use_resets, use_mask, use_initial_state, use_recurrent_dropout;
   TF_RETURN_IF_ERROR(c->GetAttr("time_major", &time_major));
+  TF_RETURN_IF_ERROR(c->GetAttr("use_recurrent_dropout", &use_recurrent_dropout));
   TF_RETURN_IF_ERROR(c->GetAttr("use_resets", &use_resets));
   TF_RETURN_IF_ERROR(c->GetAttr("use_mask", &use_mask));
   TF_RETURN_IF_ERROR(c->GetAttr("use_initial_state", &use_initial_state));
@@ -49,6 +51,7 @@ Status CheckShapes(InferenceContext* c, int bias_index, int first_optional, cpu:
   s.mask = ToShape(c, first_optional + 1, use_mask);
   s.h0 = ToShape(c, first_optional + 2, use_initial_state);
   s.c0 = ToShape(c, first_optional + 3, use_initial_state);
+  s.recurrent_dropout_mask = ToShape(c, first_optional + 4, use_recurrent_dropout);
   const std::string error = check_lstm_shapes(s, time_major, dims);
   if (!error.empty()) return tensorflow::errors::InvalidArgument("reset_lstm: ", error);
   return Status();
@@ -95,6 +98,7 @@ REGISTER_OP("ResetLSTM")
     .Input("mask: bool")           // [B,T] if use_mask
     .Input("h0: T")                // [B,H] if use_initial_state
     .Input("c0: T")                // [B,H] if use_initial_state
+    .Input("recurrent_dropout_mask: T")  // [B,H] if use_recurrent_dropout
     .Output("outputs: T")          // [B,T,H]
     .Output("h: T")                // [B,H]
     .Output("c: T")                // [B,H]
@@ -105,11 +109,13 @@ REGISTER_OP("ResetLSTM")
     .Attr("use_resets: bool = false")
     .Attr("use_mask: bool = false")
     .Attr("use_initial_state: bool = false")
+    .Attr("use_recurrent_dropout: bool = false")
     .Attr("training: bool = true")
     .SetShapeFn(resetlstm::ForwardShape)
     .Doc(R"doc(
 LSTM over a whole sequence whose state can be reset per batch row before any step.
-resets[b, t] zeroes row b's h and c before step t; mask follows Keras masking. With training,
+resets[b, t] zeroes row b's h and c before step t; mask follows Keras masking; with
+use_recurrent_dropout every step reads recurrent_dropout_mask * h in the recurrent matmul. With training,
 the post-activation gates and cell states are kept for ResetLSTMGrad (skipped when no consumer
 needs them).
 )doc");
@@ -122,6 +128,7 @@ REGISTER_OP("ResetLSTMGrad")
     .Input("mask: bool")
     .Input("h0: T")
     .Input("c0: T")
+    .Input("recurrent_dropout_mask: T")
     .Input("outputs: T")
     .Input("gates: T")
     .Input("cells: T")
@@ -139,5 +146,6 @@ REGISTER_OP("ResetLSTMGrad")
     .Attr("use_resets: bool = false")
     .Attr("use_mask: bool = false")
     .Attr("use_initial_state: bool = false")
+    .Attr("use_recurrent_dropout: bool = false")
     .SetShapeFn(resetlstm::GradShape)
     .Doc("Backpropagation through time for ResetLSTM; no gradient crosses a reset.");

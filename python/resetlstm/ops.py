@@ -11,7 +11,13 @@ from resetlstm._version import __version__
 _LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resetlstm_ops.so")
 _ops = tf.load_op_library(_LIBRARY_PATH)
 
-_FLOAT_DTYPES = (tf.float32, tf.float64)
+# The kernels compute in float32 or float64. float16 / bfloat16 arguments (Keras mixed precision)
+# are accepted: they are widened to float32 at the op's boundary, so every matmul accumulates and
+# the cell state stays in float32 for the whole sequence, and the results are rounded back to
+# the half type (gradients come back in each argument's dtype through the casts).
+_KERNEL_DTYPES = (tf.float32, tf.float64)
+_HALF_DTYPES = (tf.float16, tf.bfloat16)
+_FLOAT_DTYPES = _KERNEL_DTYPES + _HALF_DTYPES
 
 
 def build_info() -> dict:
@@ -54,7 +60,8 @@ def _float_tensor(value, name: str, dtype=None):
         t = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
     if dtype is None:
         if t.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"reset_lstm: `{name}` must be float32 or float64, got {t.dtype.name}")
+            raise ValueError(f"reset_lstm: `{name}` must be float32, float64, float16 or "
+                             f"bfloat16, got {t.dtype.name}")
     elif t.dtype != dtype:
         raise ValueError(
             f"reset_lstm: `{name}` has dtype {t.dtype.name} but `inputs` has {dtype.name}; "
@@ -82,11 +89,15 @@ def reset_lstm(
     initial_state=None,
     mask=None,
     time_major: bool = False,
+    recurrent_dropout_mask=None,
 ):
     """Runs an LSTM over a sequence whose state can be reset per batch row at any step.
 
     Args:
-      inputs: [B, T, I] float32 or float64 ([T, B, I] if ``time_major``).
+      inputs: [B, T, I] float32, float64, float16 or bfloat16 ([T, B, I] if ``time_major``).
+        All float arguments share its dtype. Half types are computed in float32 inside (every
+        matmul accumulates in float32 and the cell state stays float32 between steps); results
+        come back in the half type.
       kernel: [I, 4H], recurrent_kernel: [H, 4H], bias: [4H]. Keras layout, gates i, f, c, o,
         so the weights of ``keras.layers.LSTM`` load 1:1.
       resets: optional [B, T] ([T, B]) bool or 0/1: True at (b, t) zeroes row b's h and c
@@ -95,9 +106,14 @@ def reset_lstm(
       mask: optional [B, T] ([T, B]) bool, Keras masking: a masked step carries the state and
         repeats the previous output (zeros before the first unmasked step).
       time_major: whether the first two axes of inputs/outputs/resets/mask are (T, B).
+      recurrent_dropout_mask: optional [B, H], the dtype of ``inputs``: every step reads
+        ``recurrent_dropout_mask * h`` in the recurrent matmul,
+        ``z = x_t @ kernel + (m * h) @ recurrent_kernel + bias`` (h, the outputs and the carried
+        state are not scaled). For recurrent dropout pass 0 or 1/(1-rate) per entry, one draw per
+        sequence. It gets no gradient.
 
     Returns:
-      (outputs [B, T, H], h_T [B, H], c_T [B, H]).
+      (outputs [B, T, H], h_T [B, H], c_T [B, H]), in the dtype of ``inputs``.
     """
     with tf.name_scope("reset_lstm"):
         inputs = _float_tensor(inputs, "inputs")
@@ -122,21 +138,34 @@ def reset_lstm(
             c0 = _float_tensor(initial_state[1], "initial_state[1] (c)", dtype)
         else:
             h0 = c0 = placeholder_state
+        use_recurrent_dropout = recurrent_dropout_mask is not None
+        if use_recurrent_dropout:
+            drop = _float_tensor(recurrent_dropout_mask, "recurrent_dropout_mask", dtype)
+        else:
+            drop = placeholder_state
+        floats = [inputs, kernel, recurrent_kernel, bias, h0, c0, drop]
+        if dtype in _HALF_DTYPES:  # float32 inside; see _HALF_DTYPES
+            floats = [tf.cast(t, tf.float32) for t in floats]
+        inputs_k, kernel_k, recurrent_kernel_k, bias_k, h0_k, c0_k, drop_k = floats
         outputs, h, c, _, _ = _ops.reset_lstm(
-            inputs,
-            kernel,
-            recurrent_kernel,
-            bias,
+            inputs_k,
+            kernel_k,
+            recurrent_kernel_k,
+            bias_k,
             resets,
             mask,
-            h0,
-            c0,
+            h0_k,
+            c0_k,
+            drop_k,
             time_major=bool(time_major),
             use_resets=use_resets,
             use_mask=use_mask,
             use_initial_state=use_initial_state,
+            use_recurrent_dropout=use_recurrent_dropout,
             training=_could_record_gradient(),
         )
+        if dtype in _HALF_DTYPES:
+            outputs, h, c = (tf.cast(t, dtype) for t in (outputs, h, c))
         return outputs, h, c
 
 
@@ -174,9 +203,9 @@ def reset_lstm_cell(x_t, h, c, kernel, recurrent_kernel, bias, reset=None):
 
 @tf.RegisterGradient("ResetLSTM")
 def _reset_lstm_grad(op, d_outputs, d_h, d_c, _d_gates, _d_cells):
-    """BPTT through ResetLSTM. resets and mask get no gradient; neither do the placeholders of
-    absent optional arguments."""
-    inputs, kernel, recurrent_kernel, _bias, resets, mask, h0, c0 = op.inputs
+    """BPTT through ResetLSTM. resets, mask and the recurrent dropout mask get no gradient;
+    neither do the placeholders of absent optional arguments."""
+    inputs, kernel, recurrent_kernel, _bias, resets, mask, h0, c0, drop = op.inputs
     outputs, h, c, gates, cells = op.outputs
     if not op.get_attr("training"):
         raise ValueError(
@@ -195,6 +224,7 @@ def _reset_lstm_grad(op, d_outputs, d_h, d_c, _d_gates, _d_cells):
         mask,
         h0,
         c0,
+        drop,
         outputs,
         gates,
         cells,
@@ -205,7 +235,8 @@ def _reset_lstm_grad(op, d_outputs, d_h, d_c, _d_gates, _d_cells):
         use_resets=op.get_attr("use_resets"),
         use_mask=op.get_attr("use_mask"),
         use_initial_state=use_initial_state,
+        use_recurrent_dropout=op.get_attr("use_recurrent_dropout"),
     )
     if not use_initial_state:
         dh0 = dc0 = None
-    return [dx, dk, drk, db, None, None, dh0, dc0]
+    return [dx, dk, drk, db, None, None, dh0, dc0, None]
