@@ -36,8 +36,11 @@ def check_packing(docs, packed, next_step=True):
         n = packed.stream_lengths[b]
         assert (owner[b, :n] >= 0).all() and (owner[b, n:] == -1).all()
         assert (np.diff(owner[b, :n]) >= 0).all(), "documents out of their original order"
-    # resets exactly at document starts, weights exactly on steps with a target
-    assert r.sum() == sum(1 for n in lengths if n > 0)
+    # resets exactly at document starts and at the start of each stream's tail padding,
+    # weights exactly on steps with a target
+    tails = [b for b in range(B) if packed.stream_lengths[b] < steps]
+    assert all(r[b, packed.stream_lengths[b]] for b in tails)
+    assert r.sum() == sum(1 for n in lengths if n > 0) + len(tails)
     assert (w[owner == -1] == 0).all()
     expected_targets = sum(max(n - 1, 0) for n in lengths) if next_step else sum(lengths)
     assert packed.num_targets == int(w.sum()) == expected_targets
@@ -101,7 +104,7 @@ def test_token_lists_keep_integer_dtype():
     np.testing.assert_array_equal(packed.stream_inputs, [[1, 2, 3, 0], [4, 5, 0, 0]])
     np.testing.assert_array_equal(packed.stream_targets, [[2, 3, 0, 0], [5, 0, 0, 0]])
     np.testing.assert_array_equal(packed.stream_weights, [[1, 1, 0, 0], [1, 0, 0, 0]])
-    np.testing.assert_array_equal(packed.stream_resets, [[1, 0, 0, 0], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(packed.stream_resets, [[1, 0, 0, 1], [1, 0, 1, 0]])
     assert packed.padding_fraction == pytest.approx(3 / 8)
 
 

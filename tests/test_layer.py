@@ -85,7 +85,8 @@ def test_config_round_trips_with_keras_lstm():
                             kernel_regularizer="l2", recurrent_constraint="non_neg")
     layer = ResetLSTM.from_config(ref.get_config())  # a stock config builds a ResetLSTM
     config = layer.get_config()
-    assert set(config) == set(ref.get_config())
+    # keras' config plus use_cudnn, which keras.layers.LSTM does not serialize
+    assert set(config) == set(ref.get_config()) | {"use_cudnn"}
     assert config["units"] == 7 and config["dropout"] == 0.25 and config["return_sequences"]
     assert isinstance(layer.kernel_regularizer, keras.regularizers.L2)
     assert isinstance(keras.layers.LSTM.from_config(config), keras.layers.LSTM)  # and back
@@ -137,17 +138,34 @@ def test_dropout_matches_keras_lstm():
     (dict(activation="relu"), r"activation='tanh'.*received activation='relu'"),
     (dict(recurrent_activation="hard_sigmoid"),
      r"recurrent_activation='sigmoid'.*received recurrent_activation='hard_sigmoid'"),
-    (dict(recurrent_dropout=0.2), r"`recurrent_dropout`.*expected 0.*recurrent_dropout=0.2"),
-    (dict(go_backwards=True), r"`go_backwards`.*expected False.*go_backwards=True"),
-    (dict(unroll=True), r"`unroll`.*expected False.*unroll=True"),
-    (dict(zero_output_for_mask=True), r"`zero_output_for_mask`.*zero_output_for_mask=True"),
-    (dict(use_cudnn=True), r"`use_cudnn`.*'auto' or False.*use_cudnn=True"),
     (dict(dropout=1.0), r"`dropout`.*\[0, 1\).*dropout=1.0"),
+    (dict(dropout=-0.1), r"`dropout`.*\[0, 1\).*dropout=-0.1"),
+    (dict(recurrent_dropout=1.0), r"`recurrent_dropout`.*\[0, 1\).*recurrent_dropout=1.0"),
+    (dict(recurrent_dropout=-0.5), r"`recurrent_dropout`.*\[0, 1\).*recurrent_dropout=-0.5"),
+    (dict(recurrent_dropout="0.2"), r"`recurrent_dropout`.*\[0, 1\).*recurrent_dropout='0.2'"),
+    (dict(use_cudnn="yes"), r"`use_cudnn` must be 'auto', True or False.*use_cudnn='yes'"),
     (dict(implementation=3), r"`implementation`.*1 or 2.*implementation=3"),
 ])
 def test_unsupported_arguments_raise_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResetLSTM(4, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(go_backwards=True), dict(unroll=True), dict(zero_output_for_mask=True),
+    dict(use_cudnn=True), dict(use_cudnn=False), dict(recurrent_dropout=0.3),
+    dict(dropout=0.2, recurrent_dropout=0.2, go_backwards=True, unroll=True, use_cudnn=True,
+         zero_output_for_mask=True, implementation=1),
+])
+def test_every_keras_lstm_argument_is_accepted_and_kept(kwargs):
+    layer = ResetLSTM(4, **kwargs)
+    assert isinstance(layer, keras.layers.LSTM)
+    config = layer.get_config()
+    for name, value in kwargs.items():
+        if name != "implementation":  # not part of keras.layers.LSTM's config either
+            assert config[name] == value and getattr(layer, name) == value, name
+    again = ResetLSTM.from_config(config)
+    assert again.get_config() == config
 
 
 def test_bad_units():
@@ -379,19 +397,21 @@ def test_bad_inputs_name_argument_expected_and_received():
     x = np.zeros((2, 4, 5), "float32")
     layer(x)
     cases = [
-        (dict(inputs=np.zeros((2, 4), "float32")),
-         r"`inputs` must have rank 3 \[batch, timesteps, features\].*received shape \(2, 4\)"),
-        (dict(inputs=np.zeros((2, 4, 6), "float32")),
-         r"`inputs` must have 5 features.*received shape \(2, 4, 6\)"),
-        (dict(inputs=x, resets=np.zeros((2, 3), bool)),
+        (dict(sequences=np.zeros((2, 4), "float32")),
+         r"`sequences` \(the inputs\) must have rank 3 \[batch, timesteps, features\].*"
+         r"received shape \(2, 4\)"),
+        (dict(sequences=np.zeros((2, 4, 6), "float32")),
+         r"`sequences` \(the inputs\) must have 5 features.*received shape \(2, 4, 6\)"),
+        (dict(sequences=x, resets=np.zeros((2, 3), bool)),
          r"`resets` must have shape \[batch, timesteps\] = \(2, 4\).*received shape \(2, 3\)"),
-        (dict(inputs=x, resets=np.zeros((2, 4, 1), bool)),
+        (dict(sequences=x, resets=np.zeros((2, 4, 1), bool)),
          r"`resets` must have shape.*received shape \(2, 4, 1\)"),
-        (dict(inputs=x, mask=np.zeros((4, 2), bool)),
+        (dict(sequences=x, mask=np.zeros((4, 2), bool)),
          r"`mask` must have shape \[batch, timesteps\] = \(2, 4\).*received shape \(4, 2\)"),
-        (dict(inputs=x, initial_state=[np.zeros((2, 3), "float32")]),
+        (dict(sequences=x, initial_state=[np.zeros((2, 3), "float32")]),
          r"`initial_state` must be a list \[h0, c0\].*received 1 tensor"),
-        (dict(inputs=x, initial_state=[np.zeros((2, 3), "float32"), np.zeros((2, 4), "float32")]),
+        (dict(sequences=x, initial_state=[np.zeros((2, 3), "float32"),
+                                          np.zeros((2, 4), "float32")]),
          r"`initial_state` c0 must have shape \[batch, units\] = \(2, 3\), received shape \(2, 4\)"),
     ]
     for kwargs, match in cases:

@@ -33,7 +33,7 @@ class PackedDocuments:
 
     - ``inputs``: ``[num_batches * batch_size, seq_len, *feature_shape]``
     - ``resets``: ``[num_batches * batch_size, seq_len]`` bool, True at the first step of every
-      document
+      document and at the first padding step of every stream's tail
     - ``targets``: like ``inputs`` (next-step targets) or like the given per-step targets
     - ``sample_weights``: ``[num_batches * batch_size, seq_len]`` float32; 0 on padding and where
       a document has no next step (its last step), 1 elsewhere
@@ -183,6 +183,10 @@ def pack_documents(docs: Sequence, batch_size: int, seq_len: int, *,
     Documents are assigned longest first, each to the stream with the smallest total so far
     (ties: the lowest stream index); inside a stream they keep their order in ``docs``. The
     first step of every document has ``resets=True``; there is no padding between documents.
+    The tail padding of a stream starts with a reset too, as if it were a document of its own:
+    a forward direction never carries padding into anything, and a backward direction
+    (``go_backwards``, the backward half of a Bidirectional) starts the stream's last document
+    from a zero state instead of from the state the padding left.
 
     Returns:
       a :class:`PackedDocuments` (numpy arrays, a ``dataset()`` method, ``padding_fraction``).
@@ -239,6 +243,9 @@ def pack_documents(docs: Sequence, batch_size: int, seq_len: int, *,
             s_targets[b, p:p + n] = tgt_arrays[i]
             s_weights[b, p:p + n] = 1.0
         fill[b] = p + n
+    for b in range(batch_size):  # the tail padding is cut off like a document of its own
+        if fill[b] < steps:
+            s_resets[b, fill[b]] = True
 
     return PackedDocuments(stream_inputs=s_inputs, stream_resets=s_resets,
                            stream_targets=s_targets, stream_weights=s_weights,

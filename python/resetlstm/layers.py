@@ -1,10 +1,12 @@
-"""`ResetLSTM`: a Keras 3 drop-in for `keras.layers.LSTM` on the fused reset-LSTM op.
+"""`ResetLSTM` and `Bidirectional`: Keras 3 drop-ins for `keras.layers.LSTM` and
+`keras.layers.Bidirectional` on the fused reset-LSTM op.
 
-Same weights (a `keras.layers.LSTMCell` named ``lstm_cell`` holds ``kernel``, ``recurrent_kernel``,
-``bias``, Keras layout and gate order i, f, c, o), same constructor arguments and config keys as
-`keras.layers.LSTM`, same masking. On top of that, ``call`` takes ``resets`` ([batch, timesteps]
-bool): True at (b, t) zeroes row b's state before step t, and stateful layers keep one stream per
-batch row with a per-row ``reset_state(rows)``.
+`ResetLSTM` is a subclass of `keras.layers.LSTM`: same constructor arguments, weights (a
+`keras.layers.LSTMCell` named ``lstm_cell`` holds ``kernel``, ``recurrent_kernel``, ``bias``, Keras
+layout and gate order i, f, c, o), config, masking and call signature, so ``isinstance`` checks and
+Keras' own wrappers treat it as an LSTM. On top of that ``call`` takes ``resets`` ([batch,
+timesteps] bool): True at (b, t) zeroes row b's state before step t, in forward time whatever the
+direction; stateful layers keep one stream per batch row with a per-row ``reset_state(rows)``.
 """
 import numpy as np
 import tensorflow as tf
@@ -13,7 +15,7 @@ from keras import ops
 
 from resetlstm.ops import reset_lstm
 
-__all__ = ["ResetLSTM"]
+__all__ = ["ResetLSTM", "Bidirectional"]
 
 _TANH = (keras.activations.tanh, tf.tanh, tf.math.tanh, ops.tanh)
 _SIGMOID = (keras.activations.sigmoid, tf.sigmoid, tf.math.sigmoid, ops.sigmoid)
@@ -35,40 +37,89 @@ def _describe(fn):
     return repr(name) if name else repr(fn)
 
 
+def _check_rate(cls, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{cls}: `{name}` must be a float in [0, 1), received {name}={value!r}")
+
+
+def backward_resets(resets):
+    """The resets of the backward direction, for the time-reversed sequence.
+
+    ``resets[b, t]`` means "a new document starts at step t" in forward time. Read backwards,
+    a document starts at its *last* step, so the reversed sequence (reversed step s is forward
+    step T-1-s) resets before reversed step s when a document starts at forward step T-s, the
+    step after it: ``result[:, s] = resets[:, T-s]`` for s >= 1, and ``result[:, 0] = False``
+    (the chunk's last step continues from the initial state). ``resets``: [batch, timesteps].
+    """
+    resets = tf.convert_to_tensor(resets)
+    flipped = tf.reverse(resets, axis=[1])
+    return tf.concat([tf.zeros_like(flipped[:, :1]), flipped[:, :-1]], axis=1)
+
+
 @keras.saving.register_keras_serializable(package="resetlstm")
-class ResetLSTM(keras.layers.Layer):
+class ResetLSTM(keras.layers.LSTM):
     """Long Short-Term Memory layer whose state can be reset per batch row at any step.
 
-    A drop-in for `keras.layers.LSTM` (same arguments, weights, config and masking) computed by
-    the fused ``resetlstm.reset_lstm`` op, plus:
+    A drop-in for `keras.layers.LSTM` (a subclass of it: every constructor argument, the weights,
+    config, masking and call signature are the same) computed by the fused
+    ``resetlstm.reset_lstm`` op, plus:
 
     - ``resets`` call argument, ``[batch, timesteps]`` bool (or 0/1): True at (b, t) zeroes row
       b's h and c before step t. In functional models pass a second
-      ``keras.Input(shape=(timesteps,), dtype="bool")``.
+      ``keras.Input(shape=(timesteps,), dtype="bool")``. ``resets`` always speaks forward time
+      ("a document starts at step t"); with ``go_backwards=True`` the layer reads every document
+      from its last step to its first and starts it from a zero state there (see
+      ``backward_resets``), so no state crosses a document boundary in either direction.
     - ``stateful=True``: every batch row is one persistent stream; the final state of row b is
       row b's initial state in the next call. ``reset_state(rows=None)`` zeroes all rows, or only
       the given rows (indices or a bool vector [batch]). Calling with another batch size than the
       one the state was built for raises an error (no silent broadcast).
 
-    Arguments keras.layers.LSTM has and this layer cannot honour raise a ValueError at
-    construction: ``activation`` other than tanh, ``recurrent_activation`` other than sigmoid,
-    ``recurrent_dropout``, ``go_backwards``, ``unroll``, ``use_cudnn=True``,
-    ``zero_output_for_mask``. ``dropout`` is honoured exactly as keras.layers.LSTM does it: in
-    training, one dropout mask per sequence on the inputs, the same at every step (drawn from the
-    same seed generator, so ``seed`` gives the same mask as a stock LSTM with that seed).
+    Every argument of keras.layers.LSTM is honoured:
+
+    - ``dropout``: as keras.layers.LSTM, in training one mask per sequence on the inputs, the same
+      at every step, drawn from the cell's seed generator (with ``recurrent_dropout=0`` a stock
+      LSTM with the same ``seed`` draws the same masks in training; it also draws unused ones in
+      inference, which this layer does not).
+    - ``recurrent_dropout``: in training one mask m [batch, units] per call (inverted dropout,
+      kept units scaled by 1/(1-rate)) multiplies h before the recurrent matmul at every step,
+      ``z = x_t W + (m * h) U + b``, fused into the kernel (CPU and CUDA); inference is unchanged.
+      keras.layers.LSTM draws four independent masks, one per gate, for the inputs and for the
+      state when recurrent_dropout > 0 (its per-gate "implementation 1" loop); here one mask is
+      shared by the four gates (the tied form of Gal & Ghahramani's variational dropout), which
+      keeps one recurrent matmul per step. Same rate, same expectation, same inference.
+    - ``go_backwards``: the sequence (and mask, and resets as above) is read in reverse and,
+      with ``return_sequences``, the outputs come back in reversed order, as in Keras.
+    - ``zero_output_for_mask``: masked steps output zeros instead of repeating the previous
+      output (the state is carried either way), as in Keras.
+    - ``unroll``: accepted and kept in the config; the fused kernel computes the same function
+      whether or not Keras would unroll the loop (there is no Python loop to unroll).
+    - ``use_cudnn``: accepted ('auto', True or False, as Keras checks it) and kept in the config.
+      resetlstm never calls cuDNN (cuDNN has no per-row resets and no recurrent dropout): its own
+      fused kernel runs on CPU and GPU for every value, so ``use_cudnn=True`` ("use the fused
+      native kernel, never a Python loop") is always satisfied and never raises.
+    - Mixed precision (``mixed_float16``, ``mixed_bfloat16``): weights stay float32, the op gets
+      them in the compute dtype and computes in float32 inside (float32 matmul accumulation, cell
+      state in float32 across the whole sequence); outputs come back in the compute dtype.
+
+    Only a non-tanh ``activation`` or a non-sigmoid ``recurrent_activation`` is refused (the
+    fused kernel computes tanh and sigmoid), with a ValueError at construction; so are dropout
+    rates outside [0, 1).
 
     The op is not XLA-compilable: ``supports_jit`` is False, so
     ``model.compile(jit_compile="auto")`` does not use XLA.
 
     Call arguments:
-      inputs: ``[batch, timesteps, features]``.
-      resets: optional ``[batch, timesteps]`` bool / 0-1.
+      sequences: ``[batch, timesteps, features]``.
       initial_state: optional list ``[h0, c0]``, each ``[batch, units]``; overrides the stored
         state of a stateful layer for this call (the final state is stored as usual).
       mask: optional ``[batch, timesteps]`` bool, keras.layers.LSTM semantics (a masked step
-        carries the state and repeats the previous output). Taken from the inputs' Keras mask
-        (``Masking``, ``Embedding(mask_zero=True)``) when not given.
-      training: Python bool; only used by ``dropout``.
+        carries the state and repeats the previous output, or outputs zeros with
+        ``zero_output_for_mask``). Taken from the inputs' Keras mask (``Masking``,
+        ``Embedding(mask_zero=True)``) when not given.
+      training: Python bool; only used by ``dropout`` and ``recurrent_dropout``.
+      resets: optional ``[batch, timesteps]`` bool / 0-1, in forward time.
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
@@ -94,82 +145,61 @@ class ResetLSTM(keras.layers.Layer):
                 f"{cls} supports only recurrent_activation='sigmoid' (the fused kernel computes "
                 f"sigmoid), received recurrent_activation={_describe(rec_act)}. Use "
                 "keras.layers.LSTM for other recurrent activations.")
-        if recurrent_dropout:
-            raise ValueError(
-                f"{cls} does not support `recurrent_dropout` (the fused kernel has no dropout on "
-                "the recurrent state): expected 0, received "
-                f"recurrent_dropout={recurrent_dropout!r}")
-        if not (isinstance(dropout, (int, float, np.floating)) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"{cls}: `dropout` must be a float in [0, 1), "
-                             f"received dropout={dropout!r}")
-        for name, value in (("go_backwards", go_backwards), ("unroll", unroll),
-                            ("zero_output_for_mask", zero_output_for_mask)):
-            if value:
-                hint = (" Reverse the time axis of the inputs (and resets/mask) yourself, e.g. "
-                        "with keras.ops.flip(x, axis=1)." if name == "go_backwards" else "")
-                raise ValueError(f"{cls} does not support `{name}`: expected False, received "
-                                 f"{name}={value!r}.{hint}")
-        if use_cudnn not in ("auto", False):
-            raise ValueError(f"{cls} never uses cuDNN (it runs its own fused kernel): `use_cudnn` "
-                             f"must be 'auto' or False, received use_cudnn={use_cudnn!r}")
+        _check_rate(cls, "dropout", dropout)
+        _check_rate(cls, "recurrent_dropout", recurrent_dropout)
+        if use_cudnn not in ("auto", True, False):
+            raise ValueError(f"{cls}: `use_cudnn` must be 'auto', True or False, received "
+                             f"use_cudnn={use_cudnn!r}")
         implementation = kwargs.pop("implementation", 2)
         if implementation not in (1, 2):  # keras' two matmul layouts; the same math here
             raise ValueError(f"{cls}: `implementation` must be 1 or 2, "
                              f"received implementation={implementation!r}")
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        # The weights live in a stock LSTMCell, exactly as in keras.layers.LSTM: same names,
-        # shapes, initializers (incl. unit_forget_bias), regularizers, constraints and the seed
-        # generator that draws the dropout mask.
-        self.cell = keras.layers.LSTMCell(
+        # keras.layers.LSTM builds the LSTMCell that holds the weights (same names, shapes,
+        # initializers incl. unit_forget_bias, regularizers, constraints and the seed generator
+        # the dropout masks are drawn from) and sets the RNN attributes (return_sequences,
+        # go_backwards, zero_output_for_mask, ...) that Keras' wrappers read and set.
+        super().__init__(
             units, activation=activation, recurrent_activation=recurrent_activation,
             use_bias=use_bias, kernel_initializer=kernel_initializer,
             recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
             unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
             recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout, seed=seed,
-            dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True),
-            name="lstm_cell")
+            activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint,
+            dropout=dropout, recurrent_dropout=recurrent_dropout, seed=seed,
+            return_sequences=return_sequences, return_state=return_state,
+            go_backwards=go_backwards, stateful=stateful, unroll=unroll, use_cudnn=use_cudnn,
+            zero_output_for_mask=zero_output_for_mask, implementation=implementation, **kwargs)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
         self.stateful = bool(stateful)
-        self.use_cudnn = use_cudnn
+        self.unroll = bool(unroll)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        # The layer checks its inputs itself, with messages that name the argument.
+        self.input_spec = None
         self.supports_masking = True
         self.supports_jit = False  # custom op: not XLA-compilable
-        self._stream = None  # _StreamState once a stateful layer is built
 
-    # ----------------------------------------------------------------- LSTM-compatible attributes
-    units = property(lambda self: self.cell.units)
-    activation = property(lambda self: self.cell.activation)
-    recurrent_activation = property(lambda self: self.cell.recurrent_activation)
-    use_bias = property(lambda self: self.cell.use_bias)
-    unit_forget_bias = property(lambda self: self.cell.unit_forget_bias)
-    kernel_initializer = property(lambda self: self.cell.kernel_initializer)
-    recurrent_initializer = property(lambda self: self.cell.recurrent_initializer)
-    bias_initializer = property(lambda self: self.cell.bias_initializer)
-    kernel_regularizer = property(lambda self: self.cell.kernel_regularizer)
-    recurrent_regularizer = property(lambda self: self.cell.recurrent_regularizer)
-    bias_regularizer = property(lambda self: self.cell.bias_regularizer)
-    kernel_constraint = property(lambda self: self.cell.kernel_constraint)
-    recurrent_constraint = property(lambda self: self.cell.recurrent_constraint)
-    bias_constraint = property(lambda self: self.cell.bias_constraint)
-    dropout = property(lambda self: self.cell.dropout)
-    recurrent_dropout = property(lambda self: 0.0)
-    go_backwards = property(lambda self: False)
-    unroll = property(lambda self: False)
-    zero_output_for_mask = property(lambda self: False)
-    state_size = property(lambda self: [self.units, self.units])
-
+    # keras.layers.RNN keeps its state variables in `states`; this layer keeps them in a
+    # TF-tracked _StreamState (see there) and shows them here.
     @property
     def states(self):
         """The stateful layer's ``[h, c]`` variables (None when not stateful or not built)."""
         return None if self._stream is None else [self._stream.h, self._stream.c]
 
+    @states.setter
+    def states(self, value):
+        if value is not None:
+            raise AttributeError(f"{type(self).__name__}.states is read-only; use reset_state()")
+
+    _stream = None  # _StreamState once a stateful layer is built
+
     # ----------------------------------------------------------------- build / shapes / masks
     def _fail(self, what):
         raise ValueError(f"{type(self).__name__} '{self.name}': {what}")
 
-    def _check_shapes(self, inputs_shape, resets_shape=None, mask_shape=None,
+    def _check_shapes(self, sequences_shape, resets_shape=None, mask_shape=None,
                       initial_state_shape=None):
         """Static shape checks shared by symbolic (functional) and real calls; unknown
         dimensions pass (the op checks them at run time)."""
@@ -177,45 +207,46 @@ class ResetLSTM(keras.layers.Layer):
             return len(shape) == len(expected) and all(
                 a is None or b is None or a == b for a, b in zip(shape, expected))
 
-        if inputs_shape is None or len(inputs_shape) != 3 or inputs_shape[-1] is None:
-            self._fail("`inputs` must have rank 3 [batch, timesteps, features] with a known "
-                       "feature dimension, received shape "
-                       f"{None if inputs_shape is None else tuple(inputs_shape)}")
-        inputs_shape = tuple(inputs_shape)
-        if self.cell.built and inputs_shape[-1] != self.cell.kernel.shape[0]:
-            self._fail(f"`inputs` must have {self.cell.kernel.shape[0]} features (the layer was "
-                       f"built for that), received shape {inputs_shape}")
+        if sequences_shape is None or len(sequences_shape) != 3 or sequences_shape[-1] is None:
+            self._fail("`sequences` (the inputs) must have rank 3 [batch, timesteps, features] "
+                       "with a known feature dimension, received shape "
+                       f"{None if sequences_shape is None else tuple(sequences_shape)}")
+        sequences_shape = tuple(sequences_shape)
+        if self.cell.built and sequences_shape[-1] != self.cell.kernel.shape[0]:
+            self._fail(f"`sequences` (the inputs) must have {self.cell.kernel.shape[0]} features "
+                       f"(the layer was built for that), received shape {sequences_shape}")
         for name, shape in (("resets", resets_shape), ("mask", mask_shape)):
-            if shape is not None and not agree(tuple(shape), inputs_shape[:2]):
-                self._fail(f"`{name}` must have shape [batch, timesteps] = {inputs_shape[:2]} "
-                           f"(from `inputs` of shape {inputs_shape}), received shape "
-                           f"{tuple(shape)}")
+            if shape is not None and not agree(tuple(shape), sequences_shape[:2]):
+                self._fail(f"`{name}` must have shape [batch, timesteps] = "
+                           f"{sequences_shape[:2]} (from the inputs of shape {sequences_shape}), "
+                           f"received shape {tuple(shape)}")
         if initial_state_shape is not None:
             if len(initial_state_shape) != 2:
                 self._fail("`initial_state` must be a list [h0, c0] of two [batch, units] "
                            f"tensors, received {len(initial_state_shape)} tensor(s)")
             for name, shape in zip(("h0", "c0"), initial_state_shape):
-                if not agree(tuple(shape), (inputs_shape[0], self.units)):
+                if not agree(tuple(shape), (sequences_shape[0], self.units)):
                     self._fail(f"`initial_state` {name} must have shape [batch, units] = "
-                               f"{(inputs_shape[0], self.units)}, received shape {tuple(shape)}")
-        if self._stream is not None and inputs_shape[0] is not None:
+                               f"{(sequences_shape[0], self.units)}, received shape "
+                               f"{tuple(shape)}")
+        if self._stream is not None and sequences_shape[0] is not None:
             expected = int(self._stream.h.shape[0])
-            if inputs_shape[0] != expected:
+            if sequences_shape[0] != expected:
                 self._fail(f"the layer is stateful with state for batch size {expected} (one "
-                           "stream per row); `inputs` must have that batch size, received batch "
-                           f"size {inputs_shape[0]} (inputs shape {inputs_shape}). Use the same "
-                           "batch size, or build a new layer for the new one.")
+                           "stream per row); the inputs must have that batch size, received "
+                           f"batch size {sequences_shape[0]} (inputs shape {sequences_shape}). "
+                           "Use the same batch size, or build a new layer for the new one.")
 
-    def build(self, inputs_shape):
-        self._check_shapes(inputs_shape)
-        batch = inputs_shape[0]
+    def build(self, sequences_shape, initial_state_shape=None):
+        self._check_shapes(sequences_shape)
+        batch = sequences_shape[0]
         if not self.cell.built:
-            self.cell.build((batch, inputs_shape[-1]))
+            self.cell.build((batch, sequences_shape[-1]))
         if self.stateful and self._stream is None:
             if batch is None:
                 self._fail("stateful=True needs a static batch size (one stream per batch row): "
                            "use keras.Input(batch_shape=(batch, timesteps, features)); received "
-                           f"inputs shape {tuple(inputs_shape)}")
+                           f"inputs shape {tuple(sequences_shape)}")
             self._create_state(int(batch))
 
     def _create_state(self, batch_size):
@@ -226,70 +257,91 @@ class ResetLSTM(keras.layers.Layer):
         with keras.name_scope(self.name, caller=self):
             self._stream = _StreamState(var("state_h"), var("state_c"))
 
-    def compute_output_shape(self, inputs_shape, resets_shape=None, initial_state_shape=None):
-        self._check_shapes(inputs_shape, resets_shape, None, initial_state_shape)
-        batch, steps = inputs_shape[0], inputs_shape[1]
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None, resets_shape=None):
+        self._check_shapes(sequences_shape, resets_shape, None, initial_state_shape)
+        batch, steps = sequences_shape[0], sequences_shape[1]
         out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
         if self.return_state:
             return out, (batch, self.units), (batch, self.units)
         return out
 
-    def compute_mask(self, inputs, mask=None):
+    def compute_mask(self, sequences, mask=None):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         out = mask if self.return_sequences else None
         return [out, None, None] if self.return_state else out
 
     # ----------------------------------------------------------------- call
-    def call(self, inputs, resets=None, initial_state=None, mask=None, training=None):
+    def _dropout_masks(self, sequences, training):
+        """(input mask [B, I] or None, recurrent mask [B, H] or None) for this call: in
+        training, one draw per call and rate from the cell's seed generator, input mask first
+        (the order keras.layers.RNN draws them in). Inference draws nothing, so an exported
+        serving function holds no random op and no seed state."""
+        def draw(rate, width):
+            if not (training and rate):
+                return None
+            ones = tf.ones(tf.stack([tf.shape(sequences)[0], width]), sequences.dtype)
+            return keras.random.dropout(ones, rate=rate, seed=self.cell.seed_generator)
+
+        return draw(self.cell.dropout, tf.shape(sequences)[2]), draw(self.cell.recurrent_dropout,
+                                                                       self.units)
+
+    def call(self, sequences, initial_state=None, mask=None, training=False, resets=None):
         if mask is None:
-            # Keras fills `mask` itself only when `inputs` is the sole tensor argument.
-            mask = getattr(inputs, "_keras_mask", None)
+            # Keras fills `mask` itself only when `sequences` is the sole tensor argument.
+            mask = getattr(sequences, "_keras_mask", None)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        inputs = tf.convert_to_tensor(inputs)
+        sequences = tf.convert_to_tensor(sequences)
+        if not sequences.dtype.is_floating:  # integer inputs compute in the layer's dtype, as
+            sequences = tf.cast(sequences, self.compute_dtype)  # keras' matmuls promote them
+        dtype = sequences.dtype
         resets = None if resets is None else tf.convert_to_tensor(resets)
         mask = None if mask is None else tf.convert_to_tensor(mask)
         if initial_state is not None:
             if not isinstance(initial_state, (list, tuple)):
                 initial_state = [initial_state]  # reported by _check_shapes
-            initial_state = [tf.cast(tf.convert_to_tensor(s), inputs.dtype) for s in initial_state]
-        self._check_shapes(inputs.shape, None if resets is None else resets.shape,
+            initial_state = [tf.cast(tf.convert_to_tensor(s), dtype) for s in initial_state]
+        self._check_shapes(sequences.shape, None if resets is None else resets.shape,
                            None if mask is None else mask.shape,
                            None if initial_state is None else [s.shape for s in initial_state])
 
         if self.stateful:
             if self._stream is None:
-                self.build(inputs.shape)
-            if inputs.shape[0] is None:  # batch unknown while tracing: check at run time
+                self.build(sequences.shape)
+            if sequences.shape[0] is None:  # batch unknown while tracing: check at run time
                 expected = int(self._stream.h.shape[0])
                 check = tf.debugging.assert_equal(
-                    tf.shape(inputs)[0], expected, summarize=1,
+                    tf.shape(sequences)[0], expected, summarize=1,
                     message=f"{type(self).__name__} '{self.name}': the layer is stateful with "
-                            f"state for batch size {expected} (one stream per row); `inputs` "
+                            f"state for batch size {expected} (one stream per row); the inputs "
                             "must have that batch size. Received batch size (x) vs expected (y)")
                 with tf.control_dependencies([check]):
-                    inputs = tf.identity(inputs)
+                    sequences = tf.identity(sequences)
             if initial_state is None:
-                initial_state = [tf.cast(self._stream.h.value, inputs.dtype),
-                                 tf.cast(self._stream.c.value, inputs.dtype)]
+                initial_state = [tf.cast(self._stream.h.value, dtype),
+                                 tf.cast(self._stream.c.value, dtype)]
 
-        if training and self.cell.dropout > 0:
-            # As keras.layers.LSTM: one mask per sequence from the cell's seed generator, on the
-            # inputs at every step.
-            dp_mask = self.cell.get_dropout_mask(inputs[:, 0, :])
-            self.cell.reset_dropout_mask()
-            inputs = inputs * tf.expand_dims(tf.cast(dp_mask, inputs.dtype), 1)
+        input_mask, recurrent_mask = self._dropout_masks(sequences, training)
+        if input_mask is not None:  # the same mask on the inputs at every step
+            sequences = sequences * tf.expand_dims(input_mask, 1)
+        if self.go_backwards:
+            sequences = tf.reverse(sequences, axis=[1])
+            mask = None if mask is None else tf.reverse(mask, axis=[1])
+            resets = None if resets is None else backward_resets(resets)
 
-        dtype = inputs.dtype
         bias = (tf.cast(self.cell.bias, dtype) if self.use_bias
                 else tf.zeros([4 * self.units], dtype=dtype))
-        outputs, h, c = reset_lstm(inputs, tf.cast(self.cell.kernel, dtype),
+        outputs, h, c = reset_lstm(sequences, tf.cast(self.cell.kernel, dtype),
                                    tf.cast(self.cell.recurrent_kernel, dtype), bias,
-                                   resets=resets, initial_state=initial_state, mask=mask)
+                                   resets=resets, initial_state=initial_state, mask=mask,
+                                   recurrent_dropout_mask=recurrent_mask)
         if self.stateful:
             self._stream.h.assign(tf.cast(h, self._stream.h.dtype))
             self._stream.c.assign(tf.cast(c, self._stream.c.dtype))
+        if self.zero_output_for_mask and mask is not None:
+            outputs = tf.where(tf.expand_dims(tf.cast(mask, tf.bool), -1), outputs,
+                               tf.zeros_like(outputs))
         output = outputs if self.return_sequences else outputs[:, -1]
         if self.return_state:
             return output, h, c
@@ -348,31 +400,68 @@ class ResetLSTM(keras.layers.Layer):
 
     # ----------------------------------------------------------------- config
     def get_config(self):
-        ser = keras.saving.serialize_keras_object
-        config = {
-            "return_sequences": self.return_sequences,
-            "return_state": self.return_state,
-            "go_backwards": False,
-            "stateful": self.stateful,
-            "unroll": False,
-            "zero_output_for_mask": False,
-            "units": self.units,
-            "activation": "tanh",  # the only ones accepted (any spelling of them)
-            "recurrent_activation": "sigmoid",
-            "use_bias": self.use_bias,
-            "kernel_initializer": ser(self.kernel_initializer),
-            "recurrent_initializer": ser(self.recurrent_initializer),
-            "bias_initializer": ser(self.bias_initializer),
-            "unit_forget_bias": self.unit_forget_bias,
-            "kernel_regularizer": ser(self.kernel_regularizer),
-            "recurrent_regularizer": ser(self.recurrent_regularizer),
-            "bias_regularizer": ser(self.bias_regularizer),
-            "activity_regularizer": ser(self.activity_regularizer),
-            "kernel_constraint": ser(self.kernel_constraint),
-            "recurrent_constraint": ser(self.recurrent_constraint),
-            "bias_constraint": ser(self.bias_constraint),
-            "dropout": self.dropout,
-            "recurrent_dropout": 0.0,
-            "seed": self.cell.seed,
-        }
-        return {**super().get_config(), **config}
+        # keras.layers.LSTM's config (every constructor argument but use_cudnn, which Keras does
+        # not serialize) plus use_cudnn, so the whole configuration round-trips.
+        return {**super().get_config(), "use_cudnn": self.use_cudnn}
+
+
+@keras.saving.register_keras_serializable(package="resetlstm")
+class Bidirectional(keras.layers.Bidirectional):
+    """`keras.layers.Bidirectional` whose call also takes ``resets``.
+
+    ``resets`` ([batch, timesteps] bool, forward time: True where a document starts) goes to both
+    directions: the forward layer resets before a document's first step, the backward layer
+    (``go_backwards=True``) before a document's last step, so on documents packed end to end
+    each direction sees every document exactly as if it were alone. Both wrapped layers must
+    take ``resets`` (``ResetLSTM``). Without ``resets`` it is keras.layers.Bidirectional.
+
+    Call arguments: those of keras.layers.Bidirectional (``sequences``, ``initial_state``,
+    ``mask``, ``training``) plus ``resets``.
+    """
+
+    def call(self, sequences, initial_state=None, mask=None, training=None, resets=None):
+        if resets is None:
+            return super().call(sequences, initial_state=initial_state, mask=mask,
+                                training=training)
+        for layer in (self.forward_layer, self.backward_layer):
+            if "resets" not in layer.call_signature_parameters:
+                raise ValueError(
+                    f"Bidirectional '{self.name}': `resets` needs both wrapped layers to take "
+                    f"`resets` (resetlstm.ResetLSTM); layer '{layer.name}' is a "
+                    f"{type(layer).__name__}")
+        kwargs = {"resets": resets}
+        if self.forward_layer._call_has_training_arg:
+            kwargs["training"] = training
+        if self.forward_layer._call_has_mask_arg:
+            kwargs["mask"] = mask
+        forward_state = backward_state = None
+        if initial_state is not None:
+            half = len(initial_state) // 2
+            forward_state, backward_state = initial_state[:half], initial_state[half:]
+        y = self.forward_layer(sequences, initial_state=forward_state, **kwargs)
+        y_rev = self.backward_layer(sequences, initial_state=backward_state, **kwargs)
+        return self._merge(y, y_rev)
+
+    def _merge(self, y, y_rev):
+        """Combines the two directions' results as keras.layers.Bidirectional does."""
+        states = ()
+        if self.return_state:
+            states = tuple(y[1:]) + tuple(y_rev[1:])
+            y, y_rev = y[0], y_rev[0]
+        y = ops.cast(y, self.compute_dtype)
+        y_rev = ops.cast(y_rev, self.compute_dtype)
+        if self.return_sequences:
+            y_rev = ops.flip(y_rev, axis=1)  # back to forward time
+        if self.merge_mode == "concat":
+            output = ops.concatenate([y, y_rev], axis=-1)
+        elif self.merge_mode == "sum":
+            output = y + y_rev
+        elif self.merge_mode == "ave":
+            output = (y + y_rev) / 2
+        elif self.merge_mode == "mul":
+            output = y * y_rev
+        else:  # None: both directions, unmerged
+            output = (y, y_rev)
+        if self.return_state:
+            return (output + states) if self.merge_mode is None else (output,) + states
+        return output
