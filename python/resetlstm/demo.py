@@ -55,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--prompt", default="def ", help="start of the generated sample")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype-policy", default="float32",
+                   choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                   help="Keras dtype policy of the models (mixed: float32 weights, the LSTM and "
+                        "embedding compute in the half type, logits in float32)")
     p.add_argument("--quick", action="store_true",
                    help="a tiny run in seconds (for tests): " +
                         ", ".join(f"{k}={v}" for k, v in QUICK.items()))
@@ -161,7 +165,8 @@ def build_model(args, batch_size=None, seq_len=None, stock=False):
         h = ResetLSTM(args.units, return_sequences=True, stateful=True, name="lstm")(
             h, resets=resets)
         inputs = [tokens, resets]
-    logits = keras.layers.Dense(VOCAB, name="logits")(h)
+    logits = keras.layers.Dense(VOCAB, name="logits", dtype="float32")(h)  # float32 under any
+    # dtype policy: the softmax cross-entropy wants full precision
     return keras.Model(inputs, logits, name="stock_lstm_lm" if stock else "resetlstm_lm")
 
 
@@ -306,6 +311,17 @@ def generate(args, trained):
 
 def main(argv=None):
     args = parse_args(argv)
+    import keras
+
+    previous_policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(args.dtype_policy)
+    try:
+        return run(args)
+    finally:  # the policy is global Keras state: leave it as it was
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+
+def run(args):
     t_start = time.perf_counter()
     log("resetlstm demo: character-level LSTM language model on Python's own source files")
     import keras
@@ -325,7 +341,8 @@ def main(argv=None):
         f"({n_val:,} chars); {threads} threads, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}")
     log(f"  model: Embedding({VOCAB}, {args.embed}) -> LSTM({args.units}) -> Dense({VOCAB}); "
-        f"batch {args.batch_size} x {args.seq_len} steps, Adam({args.lr}), {args.epochs} epoch(s)")
+        f"batch {args.batch_size} x {args.seq_len} steps, Adam({args.lr}), {args.epochs} epoch(s), "
+        f"dtype policy {args.dtype_policy}")
 
     log("[2/4] training resetlstm.ResetLSTM (stateful, packed streams)")
     ours, model, weights0 = run_resetlstm(args, train_docs, val_docs)
