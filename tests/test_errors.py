@@ -19,7 +19,7 @@ def base(dtype=F32):
         kernel=rng.uniform(-0.5, 0.5, (I, 4 * H)).astype(dtype),
         recurrent_kernel=rng.uniform(-0.5, 0.5, (H, 4 * H)).astype(dtype),
         bias=rng.uniform(-0.5, 0.5, (4 * H,)).astype(dtype),
-        resets=None, mask=None, h0=None, c0=None, time_major=False,
+        resets=None, mask=None, h0=None, c0=None, dropout=None, time_major=False,
     )
 
 
@@ -87,6 +87,10 @@ CASES = [
     ("h0_wrong_H", dict(h0=z(B, 7), c0=z(B, H)), STATE_H, r"\b7\b"),
     ("c0_wrong_B", dict(h0=z(B, H), c0=z(11, H)), STATE_C, r"\b11\b"),
     ("c0_wrong_H", dict(h0=z(B, H), c0=z(B, 13)), STATE_C, r"\b13\b"),
+    ("dropout_rank1", dict(dropout=z(H)), r"recurrent_dropout_mask", RANK(1)),
+    ("dropout_rank3", dict(dropout=z(B, H, 1)), r"recurrent_dropout_mask", RANK(3)),
+    ("dropout_wrong_B", dict(dropout=z(9, H)), r"recurrent_dropout_mask", r"\b9\b"),
+    ("dropout_wrong_H", dict(dropout=z(B, 7)), r"recurrent_dropout_mask", r"\b7\b"),
 ]
 
 DTYPE_CASES = [
@@ -96,6 +100,7 @@ DTYPE_CASES = [
     ("bias_f64", dict(bias=z(4 * H, dtype=np.float64)), r"bias"),
     ("inputs_f64", dict(inputs=z(B, T, I, dtype=np.float64)), r"inputs|" + KERNEL),
     ("h0_f64", dict(h0=z(B, H, dtype=np.float64), c0=z(B, H)), STATE_H),
+    ("dropout_f64", dict(dropout=z(B, H, dtype=np.float64)), r"recurrent_dropout_mask"),
 ]
 
 ERRORS = None
@@ -112,7 +117,7 @@ def _call(mode, args):
     tf = tf_()
     rl = lib()
     names = [n for n in ("inputs", "kernel", "recurrent_kernel", "bias", "resets", "mask",
-                         "h0", "c0") if args[n] is not None]
+                         "h0", "c0", "dropout") if args[n] is not None]
     time_major = args["time_major"]
 
     def body(*ts):
@@ -120,7 +125,7 @@ def _call(mode, args):
         st = (a["h0"], a["c0"]) if "h0" in a else None
         return rl.reset_lstm(a["inputs"], a["kernel"], a["recurrent_kernel"], a["bias"],
                              resets=a.get("resets"), mask=a.get("mask"), initial_state=st,
-                             time_major=time_major)
+                             time_major=time_major, recurrent_dropout_mask=a.get("dropout"))
 
     vals = [args[n] for n in names]
     if mode == "eager":
@@ -142,7 +147,7 @@ def test_valid_input_control(mode):
     """The call paths used below work on valid input (so the failures below are about the bad
     argument), including resets/mask/initial_state and time_major."""
     a = base()
-    a.update(resets=flags(B, T), mask=~flags(B, T), h0=z(B, H), c0=z(B, H))
+    a.update(resets=flags(B, T), mask=~flags(B, T), h0=z(B, H), c0=z(B, H), dropout=z(B, H) + 2)
     y, h, c = _call(mode, a)
     assert y.shape == (B, T, H) and h.shape == (B, H)
     a.update(inputs=np.swapaxes(a["inputs"], 0, 1).copy(), resets=flags(T, B),

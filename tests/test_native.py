@@ -155,13 +155,12 @@ def test_native_partial_upstream(which, dtype):
 
 
 def test_native_flags_respected(dtype):
-    """Guard against ignored resets/mask: dropping either changes the result."""
-    p = make_problem(1600, 4, 6, 3, 4, dtype, resets=True, mask=True, state=True)
+    """Guard against ignored resets/mask/dropout mask: dropping any changes the result."""
+    p = make_problem(1600, 4, 6, 3, 4, dtype, resets=True, mask=True, state=True, dropout=True)
     (y, _, _), _, _ = native_run(p, upstream=False)
-    (y_nr, _, _), _, _ = native_run(dict(p, resets=None), upstream=False)
-    (y_nm, _, _), _, _ = native_run(dict(p, mask=None), upstream=False)
-    assert np.max(np.abs(y - y_nr)) > 1e-3
-    assert np.max(np.abs(y - y_nm)) > 1e-3
+    for name in ("resets", "mask", "dropout"):
+        (y_without, _, _), _, _ = native_run(dict(p, **{name: None}), upstream=False)
+        assert np.max(np.abs(y - y_without)) > 1e-3, name
 
 
 @pytest.mark.parametrize("case", [
@@ -170,6 +169,10 @@ def test_native_flags_respected(dtype):
     ("mask", dict(mask=np.zeros((4, 11), bool)), r"\b11\b"),
     ("bias", dict(bias=np.zeros((7,), np.float32)), r"\b7\b"),
     ("kernel", dict(kernel=np.zeros((3, 16), np.float64)), r"float64|double"),
+    ("recurrent_dropout_mask", dict(recurrent_dropout_mask=np.ones((4, 5), np.float32)),
+     r"\[4, 5\]"),
+    ("recurrent_dropout_mask", dict(recurrent_dropout_mask=np.ones((4, 4), np.float64)),
+     r"float64|double"),
 ], ids=lambda c: c[0])
 def test_native_bad_input(case):
     import re
