@@ -43,3 +43,18 @@ def test_bench_quick(tmp_path):
             assert point["results"][v]["fwdbwd"]["median_ms"] > 0
     md = open(base + ".md").read()
     assert "keras.layers.LSTM" in md and "BlockLSTM" in md and "% of limit" in md
+
+
+def test_dropin_bench_quick(tmp_path):
+    """bench/dropin_bench.py --quick: every case runs, the check passes, JSON and markdown."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "dropin_bench.py"), "--quick",
+                           "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (js,) = glob.glob(str(tmp_path / "dropin-*.json"))
+    res = json.load(open(js))
+    (shape,) = res["shapes"]
+    assert shape["check_ok"] and len(shape["results"]) == 12
+    assert all(e["median_ms"] > 0 for e in shape["results"].values())
+    assert {r["case"] for r in shape["ratios"]} >= {"resetlstm_rd", "op_mask", "keras_rd"}
+    assert "recurrent dropout overhead" in open(js[:-len(".json")] + ".md").read()
