@@ -31,6 +31,12 @@ class Rows:
         return self(np.arange(self.B), t)
 
 
+def _dims(inputs, recurrent_kernel, time_major):
+    """(B, T, I, H, Rows) of a call."""
+    T, B, I = inputs.shape if time_major else (inputs.shape[1], inputs.shape[0], inputs.shape[2])
+    return B, T, I, recurrent_kernel.shape[0], Rows(B, T, time_major)
+
+
 def _flag(a, rows):
     return np.zeros(len(rows), bool) if a is None else a.reshape(-1)[rows]
 
@@ -40,12 +46,7 @@ def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, 
     """lstm_cuda_forward.cu: forward<T>(). Arrays in the given layout; returns
     (outputs, h, c, gates, cells) like _native.forward."""
     dtype = inputs.dtype
-    if time_major:
-        T, B, I = inputs.shape
-    else:
-        B, T, I = inputs.shape
-    H = rk.shape[0]
-    row = Rows(B, T, time_major)
+    B, T, I, H, row = _dims(inputs, rk, time_major)
     # z = inputs @ kernel over all B*T rows (beta 0)
     z = inputs.reshape(B * T, I) @ kernel
     outputs = np.zeros((B * T, H), dtype)
@@ -98,13 +99,8 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
     """lstm_cuda_backward.cu: backward<T>(). Returns (dx, dK, dR, db, dh0, dc0) like
     _native.backward."""
     dtype = inputs.dtype
-    if time_major:
-        T, B, I = inputs.shape
-    else:
-        B, T, I = inputs.shape
-    H = rk.shape[0]
+    B, T, I, H, row = _dims(inputs, rk, time_major)
     BT, BH = B * T, B * H
-    row = Rows(B, T, time_major)
     b_all = np.arange(B)
     flat = lambda a, w: None if a is None else a.reshape(BT, w)  # noqa: E731
     gates, cells, outputs, dy = flat(gates, 4 * H), flat(cells, H), flat(outputs, H), \

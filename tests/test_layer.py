@@ -404,6 +404,8 @@ def test_bad_inputs_name_argument_expected_and_received():
          r"`sequences` \(the inputs\) must have 5 features.*received shape \(2, 4, 6\)"),
         (dict(sequences=x, resets=np.zeros((2, 3), bool)),
          r"`resets` must have shape \[batch, timesteps\] = \(2, 4\).*received shape \(2, 3\)"),
+        (dict(sequences=x, resets=np.zeros((3, 4), bool)),
+         r"`resets` must have shape \[batch, timesteps\] = \(2, 4\).*received shape \(3, 4\)"),
         (dict(sequences=x, resets=np.zeros((2, 4, 1), bool)),
          r"`resets` must have shape.*received shape \(2, 4, 1\)"),
         (dict(sequences=x, mask=np.zeros((4, 2), bool)),
