@@ -15,6 +15,10 @@
 // workspace are allocated with the library of `inputs` on its device; the work is enqueued on
 // `stream` (an int cudaStream_t; default: that library's current stream) without host
 // synchronisation. Arguments are read through __dlpack__ (C-contiguous, on one CUDA device).
+//
+// Every argument (kind, device, dtype, shape, contiguity) is validated from its DLPack metadata
+// before anything needs a GPU (CUDA runtime, cuBLAS, the array library's allocator), so the
+// error paths run, and are tested, on machines without one.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -85,6 +89,20 @@ void require_cuda_array(const py::handle& obj, const char* name) {
                           "CPU arrays");
 }
 
+// Compact row-major, as numpy and torch define it: the strides of size-1 dimensions do not
+// matter, and an array with a size-0 dimension has no elements to lay out (producers export
+// such dimensions with arbitrary strides).
+bool is_c_contiguous(const std::vector<int64_t>& shape, const int64_t* strides) {
+  for (int64_t d : shape)
+    if (d == 0) return true;
+  int64_t expected = 1;
+  for (size_t k = shape.size(); k-- > 0;) {
+    if (shape[k] != 1 && strides[k] != expected) return false;
+    expected *= shape[k];
+  }
+  return true;
+}
+
 DeviceArray import_array(py::handle obj_in, const char* name, int64_t stream) {
   py::object obj = py::reinterpret_borrow<py::object>(obj_in);
   // torch refuses to export tensors that require grad; the kernels only read them.
@@ -106,16 +124,10 @@ DeviceArray import_array(py::handle obj_in, const char* name, int64_t stream) {
   a.data = static_cast<char*>(t.data) + t.byte_offset;
   if (t.dtype.lanes != 1)
     throw py::value_error(std::string("reset_lstm (CUDA): `") + name + "` has vector lanes");
-  if (t.strides) {  // compact row-major, size-1 dims aside
-    int64_t expected = 1;
-    for (int i = t.ndim - 1; i >= 0; --i) {
-      if (t.shape[i] != 1 && t.strides[i] != expected)
-        throw py::value_error(std::string("reset_lstm (CUDA): `") + name +
-                              "` must be C-contiguous (.contiguous() in torch, "
-                              "cupy.ascontiguousarray)");
-      expected *= t.shape[i];
-    }
-  }
+  if (t.strides && !is_c_contiguous(a.shape, t.strides))
+    throw py::value_error(std::string("reset_lstm (CUDA): `") + name +
+                          "` must be C-contiguous (.contiguous() in torch, "
+                          "cupy.ascontiguousarray)");
   return a;
 }
 
@@ -274,10 +286,11 @@ std::vector<int64_t> seq_shape(const cpu::Dims& d, int64_t width) {
                       : std::vector<int64_t>{d.B, d.T, width};
 }
 
-// Stream, library and the validated float arrays common to both directions.
+// Stream and the validated float arrays common to both directions (the library of `inputs` is
+// looked up after validation, for allocating the results).
 struct Common {
-  Library lib;
-  int64_t stream;
+  Library lib = Library::kTorch;
+  int64_t stream = 0;
   cpu::Dims dims;
   DeviceArray inputs;
   std::optional<DeviceArray> kernel, rkernel, bias, resets, mask, h0, c0, rdrop;
@@ -287,10 +300,10 @@ Common import_common(const py::object& inputs, const py::object& kernel, const p
                      const py::object& bias, const OptObject& resets, const OptObject& mask,
                      const OptObject& h0, const OptObject& c0, const OptObject& rdrop,
                      bool time_major, const OptObject& stream) {
-  require_cuda();
   require_cuda_array(inputs, "inputs");  // before asking its library for a stream
-  Common c{library_of(inputs), 0, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
-  c.stream = stream && !stream->is_none() ? stream->cast<int64_t>() : current_stream(c.lib, inputs);
+  Common c;
+  c.stream = stream && !stream->is_none() ? stream->cast<int64_t>()
+                                          : current_stream(library_of(inputs), inputs);
   c.inputs = import_array(inputs, "inputs", c.stream);
   c.kernel = import_array(kernel, "kernel", c.stream);
   c.rkernel = import_array(rkernel, "recurrent_kernel", c.stream);
@@ -319,6 +332,13 @@ Common import_common(const py::object& inputs, const py::object& kernel, const p
   const std::string error = check_lstm_shapes(s, time_major, &c.dims);
   if (!error.empty()) throw py::value_error("reset_lstm: " + error);
   return c;
+}
+
+// After validation: the GPU must be usable, and results are allocated with the library of
+// `inputs`.
+void prepare_launch(Common& c, const py::object& inputs) {
+  require_cuda();
+  c.lib = library_of(inputs);
 }
 
 cuda::LaunchOptions options_for(const Common& c, bool allow_tf32) {
@@ -434,6 +454,7 @@ void register_cuda_functions(py::module_& m) {
          bool allow_tf32, const OptObject& stream, const OptObject& recurrent_dropout_mask) {
         Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
                                  recurrent_dropout_mask, time_major, stream);
+        prepare_launch(c, inputs);
         if (is_float(c.inputs.dtype, 32))
           return forward_typed<float>(inputs, c, training, allow_tf32);
         return forward_typed<double>(inputs, c, training, allow_tf32);
@@ -472,6 +493,7 @@ void register_cuda_functions(py::module_& m) {
         const std::string error = check_backward_shapes(
             {shape_of(y), shape_of(g), shape_of(cl), shape_of(dy), shape_of(dh), shape_of(dc)}, d);
         if (!error.empty()) throw py::value_error("reset_lstm backward (CUDA): " + error);
+        prepare_launch(c, inputs);
         if (is_float(c.inputs.dtype, 32))
           return backward_typed<float>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
         return backward_typed<double>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
