@@ -57,9 +57,9 @@ def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, 
         return _finish_forward(outputs, h, c, z, cells, B, T, H, time_major, training)
     b_all = np.arange(B)
     # init_state_kernel
-    keep0 = (~_flag(resets, row(b_all, 0)) if T > 0 else np.ones(B, bool)).astype(dtype)[:, None]
-    h = keep0 * h0 if h0 is not None else np.zeros((B, H), dtype)
-    c = keep0 * c0 if c0 is not None else np.zeros((B, H), dtype)
+    reset0 = (_flag(resets, row(b_all, 0)) if T > 0 else np.zeros(B, bool))[:, None]
+    h = np.where(reset0, 0, h0) if h0 is not None else np.zeros((B, H), dtype)
+    c = np.where(reset0, 0, c0) if c0 is not None else np.zeros((B, H), dtype)
     h_dropped = dropout * h if dropout is not None else None
     for t in range(T):
         r = row.step(t)
@@ -67,8 +67,8 @@ def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, 
         z[r] += (h_dropped if dropout is not None else h) @ rk
         # forward_step_kernel
         active = ~_flag(None, r) if mask is None else mask.reshape(-1)[r]
-        keep_next = (~_flag(resets, row(b_all, t + 1)) if t + 1 < T
-                     else np.ones(B, bool)).astype(dtype)[:, None]
+        reset_next = (_flag(resets, row(b_all, t + 1)) if t + 1 < T
+                      else np.zeros(B, bool))[:, None]
         zz = z[r] + bias
         i, f = sigmoid(zz[:, :H]), sigmoid(zz[:, H:2 * H])
         g, o = np.tanh(zz[:, 2 * H:3 * H]), sigmoid(zz[:, 3 * H:])
@@ -80,8 +80,8 @@ def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, 
             cells[r] = np.where(a, cn, c)
         prev = outputs[row(b_all, t - 1)] if t > 0 else np.zeros((B, H), dtype)
         outputs[r] = np.where(a, hn, prev)
-        h = keep_next * np.where(a, hn, h)
-        c = keep_next * np.where(a, cn, c)
+        h = np.where(reset_next, 0, np.where(a, hn, h))
+        c = np.where(reset_next, 0, np.where(a, cn, c))
         if dropout is not None:
             h_dropped = dropout * h
     return _finish_forward(outputs, h, c, z, cells, B, T, H, time_major, training)
@@ -117,25 +117,25 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
         m = dropout if dropout is not None else np.ones((B, H), dtype)
         # rebuild_recurrent_inputs_kernel: each thread walks its (b, j) through time
         if T > 0:
-            keep0 = (~_flag(resets, row(b_all, 0))).astype(dtype)[:, None]
-            cur = keep0 * h0 if h0 is not None else np.zeros((B, H), dtype)
+            reset0 = _flag(resets, row(b_all, 0))[:, None]
+            cur = np.where(reset0, 0, h0) if h0 is not None else np.zeros((B, H), dtype)
             h_in[row(b_all, 0)] = m * cur
             for t in range(T - 1):
                 r, rn = row(b_all, t), row(b_all, t + 1)
-                keep = (~_flag(resets, rn)).astype(dtype)[:, None]
+                reset = _flag(resets, rn)[:, None]
                 if mask is None:
                     nxt = outputs[r]
                 else:
                     o = gates[r][:, 3 * H:]
                     nxt = np.where(mask.reshape(-1)[r][:, None], o * np.tanh(cells[r]), cur)
-                cur = keep * nxt
+                cur = np.where(reset, 0, nxt)
                 h_in[rn] = m * cur
         for t in range(T - 1, -1, -1):
             r = row(b_all, t)
             # backward_step_kernel
-            keep_next = (~_flag(resets, row(b_all, t + 1)) if t + 1 < T
-                         else np.ones(B, bool)).astype(dtype)[:, None]
-            keep = (~_flag(resets, r)).astype(dtype)[:, None]
+            reset_next = (_flag(resets, row(b_all, t + 1)) if t + 1 < T
+                          else np.zeros(B, bool))[:, None]
+            reset = _flag(resets, r)[:, None]
             dh_next = dh.copy()
             if dropout is not None and t + 1 < T:
                 next_active = np.ones(B, bool) if mask is None else \
@@ -145,14 +145,14 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
             a = active[:, None]
             g = gates[r]
             i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
-            dh_t = keep_next * dh_next
+            dh_t = np.where(reset_next, 0, dh_next)
             if dy is not None:
                 dh_t = dh_t + dy[r]
             if mask is not None:
                 dh_t = dh_t + dy_carry
             c_prev = cells[row(b_all, t - 1)] if t > 0 else \
                 (c0 if c0 is not None else np.zeros((B, H), dtype))
-            c_in = keep * c_prev
+            c_in = np.where(reset, 0, c_prev)
             # cell_backward (lstm_cell.h)
             tc = np.tanh(cells[r])
             dc_total = dc + dh_t * o * (1 - tc * tc)
@@ -161,9 +161,9 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
                                       dc_total * i * (1 - gg * gg), d_o * o * (1 - o)], axis=1)
             dc_in = dc_total * f
             dz[r] = np.where(a, dz_step, 0)
-            dc = np.where(a, keep * dc_in, keep * dc)
+            dc = np.where(reset, 0, np.where(a, dc_in, dc))
             if mask is not None:
-                dh = np.where(a, 0, keep_next * dh_next)
+                dh = np.where(a, 0, np.where(reset_next, 0, dh_next))
                 if dy is not None:
                     dy_carry = np.where(a, 0, dy_carry + dy[r])
                 else:

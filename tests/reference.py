@@ -2,8 +2,9 @@
 
 Never calls the op.  Semantics (per row b, t = 0..T-1; h_{-1}=h0, c_{-1}=c0, y_{-1}=0)::
 
-    keep = 1 - resets[b, t]
-    h_in, c_in = keep * h_{t-1}, keep * c_{t-1}        # reset before step t, even at a masked step
+    h_in, c_in = (0, 0) if resets[b, t] else (h_{t-1}, c_{t-1})   # reset before step t, even at
+                                                                   # a masked step (a select: no
+                                                                   # NaN/Inf crosses a reset)
     z = x[b, t] @ kernel + (m[b] * h_in) @ recurrent_kernel + bias   # m: recurrent dropout, or 1
     i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)
     c_new = f * c_in + i * g ;  h_new = o * tanh(c_new)
@@ -76,9 +77,9 @@ def reference_forward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=No
     outputs = np.zeros((B, T, H))
     cache = []
     for t in range(T):
-        keep = np.ones((B, 1)) if r is None else (1.0 - r[:, t])[:, None]
+        reset = np.zeros((B, 1), bool) if r is None else r[:, t][:, None] > 0
         mt = np.ones((B, 1)) if m is None else m[:, t][:, None]
-        h_in, c_in = keep * h, keep * c
+        h_in, c_in = np.where(reset, 0.0, h), np.where(reset, 0.0, c)
         z = x[:, t] @ K + (drop * h_in) @ R + b
         i = sigmoid(z[:, :H])
         f = sigmoid(z[:, H:2 * H])
@@ -92,7 +93,7 @@ def reference_forward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=No
         y = mt * h_new + (1.0 - mt) * y
         outputs[:, t] = y
         if return_cache:
-            cache.append(dict(keep=keep, m=mt, h_in=h_in, c_in=c_in, i=i, f=f, g=g, o=o, tc=tc,
+            cache.append(dict(reset=reset, m=mt, h_in=h_in, c_in=c_in, i=i, f=f, g=g, o=o, tc=tc,
                               drop=drop))
     if return_cache:
         return outputs, h, c, cache
@@ -123,7 +124,7 @@ def reference_backward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=N
     db = np.zeros(4 * H)
     for t in reversed(range(T)):
         s = cache[t]
-        m, keep = s["m"], s["keep"]
+        m, reset = s["m"], s["reset"]
         i, f, g, o, tc = s["i"], s["f"], s["g"], s["o"], s["tc"]
         dy = dY[:, t] + dy_carry
         dh_new = m * (dh + dy)
@@ -146,8 +147,8 @@ def reference_backward(inputs, kernel, recurrent_kernel, bias, resets=None, h0=N
         dR += (s["drop"] * s["h_in"]).T @ dz
         db += dz.sum(axis=0)
         dh_in = dh_in + s["drop"] * (dz @ R.T)
-        dh = keep * dh_in
-        dc = keep * dc_in
+        dh = np.where(reset, 0.0, dh_in)
+        dc = np.where(reset, 0.0, dc_in)
     return dict(inputs=dx, kernel=dK, recurrent_kernel=dR, bias=db, h0=dh, c0=dc)
 
 

@@ -7,6 +7,9 @@
 // gradients) run over all B*T rows at once on the whole runner.
 //
 // Row (b, t) of any [B,T,*] array is at b*T + t (batch-major) or t*B + b (time-major).
+//
+// A reset selects zero for the state (and for the gradient crossing it); it never multiplies by
+// zero, so a NaN or Inf in one document cannot leak into the next one of the same row.
 #pragma once
 
 #include <algorithm>
@@ -83,8 +86,7 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
   T* z = a.gates_or_workspace + r * 4 * H;
   T* y = a.outputs + r * H;
   const bool active = !kHasMask || a.mask[r];
-  const T keep_next =
-      (kHasResets && t + 1 < a.dims.T && a.resets[row(b, t + 1)]) ? T(0) : T(1);
+  const bool reset_next = kHasResets && t + 1 < a.dims.T && a.resets[row(b, t + 1)];
   if (active) {
     const T* bias = a.bias;
     T* cells = kTraining ? a.cells + r * H : nullptr;
@@ -99,16 +101,15 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
       z[3 * H + j] = go;
       if (kTraining) cells[j] = cn;
       y[j] = hn;
-      h[j] = keep_next * hn;
-      c[j] = keep_next * cn;
+      h[j] = reset_next ? T(0) : hn;
+      c[j] = reset_next ? T(0) : cn;
     }
   } else {  // masked: state carried, output repeats the previous output (zeros before any)
     const T* y_prev = t > 0 ? a.outputs + row(b, t - 1) * H : nullptr;
     for (int64_t j = 0; j < H; ++j) {
       y[j] = y_prev ? y_prev[j] : T(0);
       if (kTraining) a.cells[r * H + j] = c[j];
-      h[j] *= keep_next;
-      c[j] *= keep_next;
+      if (reset_next) h[j] = c[j] = T(0);
     }
   }
 }
@@ -125,10 +126,10 @@ void forward_slab(const ForwardPlan<T>& a, const PackedB<T>& rk, int64_t b0, int
   const T* m = a.recurrent_dropout_mask;
   T* h_gemm = m ? a.h_dropped : h;
   for (int64_t b = b0; b < b1; ++b) {
-    const T keep0 = (kHasResets && d.T > 0 && a.resets[row(b, 0)]) ? T(0) : T(1);
+    const bool reset0 = kHasResets && d.T > 0 && a.resets[row(b, 0)];
     for (int64_t j = 0; j < H; ++j) {
-      h[b * H + j] = a.h0 ? keep0 * a.h0[b * H + j] : T(0);
-      c[b * H + j] = a.c0 ? keep0 * a.c0[b * H + j] : T(0);
+      h[b * H + j] = a.h0 && !reset0 ? a.h0[b * H + j] : T(0);
+      c[b * H + j] = a.c0 && !reset0 ? a.c0[b * H + j] : T(0);
     }
     if (m) scale_row(m + b * H, h + b * H, H, h_gemm + b * H);
   }
@@ -206,23 +207,24 @@ void rebuild_recurrent_inputs(const BackwardPlan<T>& a, int64_t b0, int64_t b1) 
   const RowIndex row{d.B, d.T, d.time_major};
   if (d.T == 0) return;
   for (int64_t b = b0; b < b1; ++b) {
-    const T keep0 = (kHasResets && a.resets[row(b, 0)]) ? T(0) : T(1);
+    const bool reset0 = kHasResets && a.resets[row(b, 0)];
     T* first = a.h_in + row(b, 0) * H;
-    for (int64_t j = 0; j < H; ++j) first[j] = a.h0 ? keep0 * a.h0[b * H + j] : T(0);
+    for (int64_t j = 0; j < H; ++j) first[j] = a.h0 && !reset0 ? a.h0[b * H + j] : T(0);
     for (int64_t t = 0; t + 1 < d.T; ++t) {
       const int64_t r = row(b, t), rn = row(b, t + 1);
-      const T keep = (kHasResets && a.resets[rn]) ? T(0) : T(1);
       T* next = a.h_in + rn * H;
-      if (!kHasMask) {
+      if (kHasResets && a.resets[rn]) {
+        for (int64_t j = 0; j < H; ++j) next[j] = T(0);
+      } else if (!kHasMask) {
         const T* y = a.outputs + r * H;
-        for (int64_t j = 0; j < H; ++j) next[j] = keep * y[j];
+        for (int64_t j = 0; j < H; ++j) next[j] = y[j];
       } else if (a.mask[r]) {
         const T* o = a.gates + r * 4 * H + 3 * H;
         const T* cell = a.cells + r * H;
-        for (int64_t j = 0; j < H; ++j) next[j] = keep * cell_hidden(o[j], cell[j]);
+        for (int64_t j = 0; j < H; ++j) next[j] = cell_hidden(o[j], cell[j]);
       } else {
         const T* cur = a.h_in + r * H;
-        for (int64_t j = 0; j < H; ++j) next[j] = keep * cur[j];
+        for (int64_t j = 0; j < H; ++j) next[j] = cur[j];
       }
     }
     if (const T* m = a.recurrent_dropout_mask)  // after the row: masked steps read h_in above
@@ -252,9 +254,8 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r = row(b, t);
       // dh holds dz_{t+1} @ R^T (+ carried gradient); the step t+1 reset cut it if set.
-      const T keep_next =
-          (kHasResets && t + 1 < d.T && a.resets[row(b, t + 1)]) ? T(0) : T(1);
-      const T keep = (kHasResets && a.resets[r]) ? T(0) : T(1);
+      const bool reset_next = kHasResets && t + 1 < d.T && a.resets[row(b, t + 1)];
+      const bool reset = kHasResets && a.resets[r];
       T* dhb = dh + b * H;
       T* dcb = dc + b * H;
       T* dz = a.dz + r * 4 * H;
@@ -270,14 +271,14 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
         const T* c_prev = t > 0 ? a.cells + row(b, t - 1) * H : a.c0 ? a.c0 + b * H : nullptr;
 #pragma GCC ivdep
         for (int64_t j = 0; j < H; ++j) {
-          T dh_t = keep_next * dhb[j];
+          T dh_t = reset_next ? T(0) : dhb[j];
           if (kHasDy) dh_t += dy[j];
           if (kHasMask) dh_t += dyc[j];
-          const T c_in = c_prev ? keep * c_prev[j] : T(0);
+          const T c_in = c_prev && !reset ? c_prev[j] : T(0);
           T dc_in;
           cell_backward(g[j], g[H + j], g[2 * H + j], g[3 * H + j], c_in, cell[j], dh_t, dcb[j],
                         &dz[j], &dz[H + j], &dz[2 * H + j], &dz[3 * H + j], &dc_in);
-          dcb[j] = keep * dc_in;  // no gradient crosses a reset
+          dcb[j] = reset ? T(0) : dc_in;  // no gradient crosses a reset
           dhb[j] = T(0);          // the GEMM below accumulates dz @ R^T here
           if (kHasMask) dyc[j] = T(0);
         }
@@ -285,8 +286,8 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
         // Masked step: the state passes through, the output gradient goes to y_{t-1}.
         for (int64_t j = 0; j < 4 * H; ++j) dz[j] = T(0);
         for (int64_t j = 0; j < H; ++j) {
-          dhb[j] = keep_next * dhb[j];
-          dcb[j] = keep * dcb[j];
+          if (reset_next) dhb[j] = T(0);
+          if (reset) dcb[j] = T(0);
           if (kHasDy) dyc[j] += dy[j];
         }
       }
@@ -296,12 +297,13 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
                        /*accumulate=*/true);
   }
   // Gradient wrt the initial state: dh is wrt h_in of step 0 (times m if step 0 ran the cell
-  // with recurrent dropout), and h_in of step 0 is keep_0 * h0.
+  // with recurrent dropout), and h_in of step 0 is h0, or zero after a reset.
   for (int64_t b = b0; b < b1; ++b) {
-    const T keep0 = (kHasResets && d.T > 0 && a.resets[row(b, 0)]) ? T(0) : T(1);
-    if (a.recurrent_dropout_mask && d.T > 0 && step_active<T, kHasMask>(a, row, b, 0))
+    if (kHasResets && d.T > 0 && a.resets[row(b, 0)]) {
+      for (int64_t j = 0; j < H; ++j) dh[b * H + j] = T(0);
+    } else if (a.recurrent_dropout_mask && d.T > 0 && step_active<T, kHasMask>(a, row, b, 0)) {
       scale_row(a.recurrent_dropout_mask + b * H, dh + b * H, H, dh + b * H);
-    for (int64_t j = 0; j < H; ++j) dh[b * H + j] *= keep0;
+    }
   }
 }
 

@@ -39,21 +39,18 @@ __global__ void __launch_bounds__(kThreads) rebuild_recurrent_inputs_kernel(Rebu
   if (idx >= p.row.B * H || p.row.T == 0) return;
   int64_t b, j;
   split_index(idx, H, &b, &j);
-  const T keep0 = (kHasResets && p.resets[p.row(b, 0)]) ? T(0) : T(1);
+  const bool reset0 = kHasResets && p.resets[p.row(b, 0)];
   const T m = p.dropout ? p.dropout[idx] : T(1);
-  T cur = p.h0 ? keep0 * p.h0[idx] : T(0);
+  T cur = p.h0 && !reset0 ? p.h0[idx] : T(0);
   p.h_in[p.row(b, 0) * H + j] = m * cur;
   for (int64_t t = 0; t + 1 < p.row.T; ++t) {
     const int64_t r = p.row(b, t), rn = p.row(b, t + 1);
-    const T keep = (kHasResets && p.resets[rn]) ? T(0) : T(1);
-    T next;
-    if (!kHasMask)
-      next = p.outputs[r * H + j];
+    if (kHasResets && p.resets[rn])
+      cur = T(0);
+    else if (!kHasMask)
+      cur = p.outputs[r * H + j];
     else if (p.mask[r])
-      next = cell_hidden(p.gates[r * 4 * H + 3 * H + j], p.cells[r * H + j]);
-    else
-      next = cur;
-    cur = keep * next;
+      cur = cell_hidden(p.gates[r * 4 * H + 3 * H + j], p.cells[r * H + j]);
     p.h_in[rn * H + j] = m * cur;
   }
 }
@@ -99,8 +96,8 @@ __global__ void __launch_bounds__(kThreads)
   split_index(idx, H, &b, &j);
   const int64_t r = p.row(b, t);
   // dh holds dz_{t+1} @ R^T (+ carried gradient); the step t+1 reset cut it if set.
-  const T keep_next = (kHasResets && t + 1 < p.row.T && p.resets[p.row(b, t + 1)]) ? T(0) : T(1);
-  const T keep = (kHasResets && p.resets[r]) ? T(0) : T(1);
+  const bool reset_next = kHasResets && t + 1 < p.row.T && p.resets[p.row(b, t + 1)];
+  const bool reset = kHasResets && p.resets[r];
   T* dz = p.dz + r * 4 * H;
   // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it is
   // m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
@@ -109,15 +106,15 @@ __global__ void __launch_bounds__(kThreads)
     dh_next *= p.dropout[idx];
   if (!kHasMask || p.mask[r]) {
     const T* g = p.gates + r * 4 * H;
-    T dh_t = keep_next * dh_next;
+    T dh_t = reset_next ? T(0) : dh_next;
     if (kHasDy) dh_t += p.d_outputs[r * H + j];
     if (kHasMask) dh_t += p.dy_carry[idx];
-    const T c_prev =
-        t > 0 ? p.cells[p.row(b, t - 1) * H + j] : (p.c0 ? p.c0[idx] : T(0));
+    const T c_in = reset ? T(0)
+                   : t > 0 ? p.cells[p.row(b, t - 1) * H + j] : (p.c0 ? p.c0[idx] : T(0));
     T dc_in;
-    cell_backward(g[j], g[H + j], g[2 * H + j], g[3 * H + j], keep * c_prev, p.cells[r * H + j],
-                  dh_t, p.dc[idx], &dz[j], &dz[H + j], &dz[2 * H + j], &dz[3 * H + j], &dc_in);
-    p.dc[idx] = keep * dc_in;  // no gradient crosses a reset
+    cell_backward(g[j], g[H + j], g[2 * H + j], g[3 * H + j], c_in, p.cells[r * H + j], dh_t,
+                  p.dc[idx], &dz[j], &dz[H + j], &dz[2 * H + j], &dz[3 * H + j], &dc_in);
+    p.dc[idx] = reset ? T(0) : dc_in;  // no gradient crosses a reset
     if (kHasMask) {
       p.dh[idx] = T(0);  // the GEMM accumulates dz @ R^T here (beta = 1 with a mask)
       p.dy_carry[idx] = T(0);
@@ -128,14 +125,14 @@ __global__ void __launch_bounds__(kThreads)
     dz[H + j] = T(0);
     dz[2 * H + j] = T(0);
     dz[3 * H + j] = T(0);
-    p.dh[idx] = keep_next * dh_next;
-    p.dc[idx] = keep * p.dc[idx];
+    p.dh[idx] = reset_next ? T(0) : dh_next;
+    if (reset) p.dc[idx] = T(0);
     if (kHasDy) p.dy_carry[idx] += p.d_outputs[r * H + j];
   }
 }
 
 // Gradient wrt the initial state: dh is wrt h_in of step 0 (times m if step 0 ran the cell
-// with recurrent dropout), and h_in of step 0 is keep_0 * h0.
+// with recurrent dropout), and h_in of step 0 is h0, or zero after a reset.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     finish_dh0_kernel(RowIndex row, int64_t H, const bool* resets, const bool* mask,

@@ -28,7 +28,8 @@ struct ForwardStepParams {
   T* h_dropped;         // [B,H] m * h, the recurrent GEMM's input (with dropout)
 };
 
-// h, c = keep_0 * (h0, c0), zeros without an initial state (and m * h with dropout).
+// h, c = (h0, c0), or zeros without an initial state or after a reset at step 0 (and m * h with
+// dropout). Resets select zero rather than multiply by it: no NaN/Inf crosses a reset.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     init_state_kernel(RowIndex row, int64_t H, const bool* resets, const T* h0, const T* c0,
@@ -37,9 +38,9 @@ __global__ void __launch_bounds__(kThreads)
   if (idx >= row.B * H) return;
   int64_t b, j;
   split_index(idx, H, &b, &j);
-  const T keep0 = (resets && row.T > 0 && resets[row(b, 0)]) ? T(0) : T(1);
-  h[idx] = h0 ? keep0 * h0[idx] : T(0);
-  c[idx] = c0 ? keep0 * c0[idx] : T(0);
+  const bool reset0 = resets && row.T > 0 && resets[row(b, 0)];
+  h[idx] = h0 && !reset0 ? h0[idx] : T(0);
+  c[idx] = c0 && !reset0 ? c0[idx] : T(0);
   if (dropout) h_dropped[idx] = dropout[idx] * h[idx];
 }
 
@@ -53,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) forward_step_kernel(ForwardStepParam
   split_index(idx, H, &b, &j);
   const int64_t r = p.row(b, t);
   const bool active = !kHasMask || p.mask[r];
-  const T keep_next = (kHasResets && t + 1 < p.row.T && p.resets[p.row(b, t + 1)]) ? T(0) : T(1);
+  const bool reset_next = kHasResets && t + 1 < p.row.T && p.resets[p.row(b, t + 1)];
   T* y = p.outputs + r * H;
   if (active) {
     T* z = p.z + r * 4 * H;
@@ -69,13 +70,12 @@ __global__ void __launch_bounds__(kThreads) forward_step_kernel(ForwardStepParam
       p.cells[r * H + j] = cn;
     }
     y[j] = hn;
-    p.h[idx] = keep_next * hn;
-    p.c[idx] = keep_next * cn;
+    p.h[idx] = reset_next ? T(0) : hn;
+    p.c[idx] = reset_next ? T(0) : cn;
   } else {  // masked: state carried, output repeats the previous output (zeros before any)
     y[j] = t > 0 ? p.outputs[p.row(b, t - 1) * H + j] : T(0);
     if (kTraining) p.cells[r * H + j] = p.c[idx];
-    p.h[idx] *= keep_next;
-    p.c[idx] *= keep_next;
+    if (reset_next) p.h[idx] = p.c[idx] = T(0);
   }
   if (p.dropout) p.h_dropped[idx] = p.dropout[idx] * p.h[idx];
 }
