@@ -17,6 +17,34 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the slow tests (tensors over 2^31 elements) and fuzz with "
+                          "10x the examples")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs only with --slow (minutes, many GB of memory)")
+    try:
+        from hypothesis import settings
+    except ImportError:  # the hypothesis tests then skip themselves
+        return
+    settings.register_profile("resetlstm", max_examples=2000, deadline=None, derandomize=True,
+                              print_blob=True)
+    settings.register_profile("resetlstm-slow", max_examples=20000, deadline=None,
+                              print_blob=True)
+    settings.load_profile("resetlstm-slow" if config.getoption("--slow") else "resetlstm")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def lib():
     """The resetlstm package (imported on first use; fails loudly if the build is missing)."""
     import resetlstm
