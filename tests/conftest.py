@@ -51,8 +51,18 @@ def lib():
     return resetlstm
 
 
+# RESETLSTM_TEST_WITHOUT_TF=1 keeps TensorFlow out of the test process (tools/sanitize runs the
+# numpy-only tests against a sanitizer build of _native): tests that need TF then skip.
+if os.environ.get("RESETLSTM_TEST_WITHOUT_TF") == "1":
+    sys.modules["tensorflow"] = None
+
+
 def tf_():
-    import tensorflow as tf
+    """TensorFlow, or a skip when this process runs without it."""
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        pytest.skip(f"needs TensorFlow, which this process runs without ({e})")
     return tf
 
 

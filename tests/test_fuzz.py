@@ -13,7 +13,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, strategies as st  # noqa: E402
 
 from conftest import (DIFF_NAMES, assert_close, make_problem, op_on_problem,  # noqa: E402
-                      reference_for)
+                      reference_for, tf_)
 
 SIZES = dict(B=st.integers(0, 6), T=st.integers(0, 7), I=st.integers(0, 6), H=st.integers(0, 5))
 
@@ -59,8 +59,13 @@ def run_without_tape(p, time_major):
     return (to_batch_major(y) if time_major else y, h.numpy(), c.numpy())
 
 
+@pytest.fixture(scope="module")
+def tensorflow():
+    return tf_()
+
+
 @given(problems())
-def test_fuzz_op_against_reference(case):
+def test_fuzz_op_against_reference(tensorflow, case):
     p, dtype, time_major, training = case
     if training:
         outs, grads = op_on_problem("eager", p, time_major=time_major, unconnected_zero=True)
