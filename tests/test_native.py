@@ -208,3 +208,35 @@ def test_backward_rejects_tensors_not_from_this_forward(which):
     with pytest.raises(ValueError, match=r"`gates` has the wrong shape \(\[0\]"):
         _, _, _, g0, c0 = _native.forward(x, k, r, b, training=False)
         _native.backward(x, k, r, b, None, None, None, None, y, g0, c0, None, None, None)
+
+
+def test_messages_ignore_the_process_wide_cpp_locale():
+    """Numbers in error messages are formatted in the classic locale even when some library in
+    the process set a digit-grouping std::locale::global (a fresh process: it is irreversible)."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["tensorflow"] = None  # only _native in this process
+        import numpy as np
+        from resetlstm import _native
+        assert _native._cpp_global_locale() == "C"
+        _native._install_grouping_cpp_locale()
+        assert _native._cpp_global_locale() == "*"  # an unnamed, custom locale is installed
+        x, k = np.zeros((2, 3, 1024), np.float32), np.zeros((1000, 8), np.float32)
+        try:
+            _native.forward(x, k, np.zeros((2, 8), np.float32), np.zeros(8, np.float32))
+        except ValueError as e:
+            print(e)
+    """)
+    import resetlstm
+    import os
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(resetlstm.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "I = 1024" in out.stdout and "[1000, 8]" in out.stdout, out.stdout
+    assert "1,024" not in out.stdout and "1,000" not in out.stdout

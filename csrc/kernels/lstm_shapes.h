@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <locale>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -32,9 +33,17 @@ struct LstmShapes {
 
 namespace detail {
 
+// A string stream in the classic "C" locale: the numbers in messages never depend on the
+// process-wide C++ locale (std::locale::global, which any library in the process may set: with
+// a grouping locale 1024 would print as "1,024", and a global locale holding another C++
+// runtime's facets makes number formatting crash).
+struct MessageStream : std::ostringstream {
+  MessageStream() { imbue(std::locale::classic()); }
+};
+
 inline std::string str(const Shape& s) {
   if (s.rank < 0) return "<unknown>";
-  std::ostringstream os;
+  MessageStream os;
   os << "[";
   for (int i = 0; i < s.rank; ++i) {
     if (i) os << ", ";
@@ -65,7 +74,7 @@ inline std::string check_lstm_shapes(const LstmShapes& s, bool time_major, cpu::
   using detail::dim_str;
   using detail::merge;
   using detail::str;
-  std::ostringstream err;
+  detail::MessageStream err;
   auto rank_error = [&](const char* name, const Shape& sh, int rank, const char* layout) {
     err << "`" << name << "` must be rank " << rank << " " << layout << ", got shape " << str(sh)
         << " (rank " << sh.rank << ")";

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <locale>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -269,6 +270,22 @@ PYBIND11_MODULE(_native, m) {
       py::arg("recurrent_dropout_mask") = py::none(),
       "Backward (BPTT); recurrent_dropout_mask as given to forward. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
   m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
+  m.def(
+      "_install_grouping_cpp_locale",
+      [] {
+        // For tests: a process-wide C++ locale that groups digits ("1,024"), as a library
+        // calling std::locale::global(std::locale("en_US.UTF-8")) would install.
+        struct Grouping : std::numpunct<char> {
+          char do_thousands_sep() const override { return ','; }
+          std::string do_grouping() const override { return "\3"; }
+        };
+        std::locale::global(std::locale(std::locale::classic(), new Grouping));
+      },
+      "Test hook: sets std::locale::global to a digit-grouping locale (irreversible).");
+  m.def(
+      "_cpp_global_locale", [] { return std::locale().name(); },
+      "Name of the process-wide C++ locale (std::locale::global); 'C' unless some library in the "
+      "process changed it. A diagnostic (tools/diagnose_cpp_runtime.py).");
   m.def("compiled_isas", &cpu::compiled_isas, "SIMD instruction sets compiled in.");
   register_cuda_functions(m);
 }
