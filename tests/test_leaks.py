@@ -15,7 +15,7 @@ SCRIPT = """
     import json, sys
     import numpy as np
     sys.path.insert(0, sys.argv[3])
-    from conftest import DIFF_NAMES, make_problem
+    from conftest import make_problem
 
     def rss_kib():
         with open("/proc/self/status") as f:
@@ -28,31 +28,16 @@ SCRIPT = """
     ps = [make_problem(k, 4, 5, 3, 4, np.float32, resets=k % 2 == 0, mask=k % 3 == 0,
                        state=k % 4 < 2, dropout=k % 5 == 0) for k in range(8)]
     if which == "op":
-        import tensorflow as tf
-        import resetlstm
+        from conftest import run_reset_lstm
 
-        def call(p):
-            x, k, r, b = (tf.constant(p[n]) for n in DIFF_NAMES[:4])
-            state = None if p["h0"] is None else (tf.constant(p["h0"]), tf.constant(p["c0"]))
-            with tf.GradientTape() as tape:
-                tape.watch([x, k, r, b])
-                y, h, c = resetlstm.reset_lstm(x, k, r, b, resets=p["resets"], mask=p["mask"],
-                                               initial_state=state,
-                                               recurrent_dropout_mask=p["dropout"])
-                loss = tf.reduce_sum(y * p["d_outputs"]) + tf.reduce_sum(c)
-            return tape.gradient(loss, [x, k, r, b])
+        def call(p):  # eager, under a GradientTape, gradients of every argument
+            return run_reset_lstm("eager", p["inputs"], p["kernel"], p["recurrent_kernel"],
+                                  p["bias"], resets=p["resets"], h0=p["h0"], c0=p["c0"],
+                                  mask=p["mask"], d_outputs=p["d_outputs"], d_c=p["d_c"],
+                                  dropout=p["dropout"])
     else:  # without TensorFlow in the process, so the baseline is the kernels' own
         sys.modules["tensorflow"] = None
-        from resetlstm import _native
-
-        def call(p):
-            fwd = _native.forward(p["inputs"], p["kernel"], p["recurrent_kernel"], p["bias"],
-                                  resets=p["resets"], mask=p["mask"], h0=p["h0"], c0=p["c0"],
-                                  recurrent_dropout_mask=p["dropout"])
-            return _native.backward(p["inputs"], p["kernel"], p["recurrent_kernel"], p["bias"],
-                                    p["resets"], p["mask"], p["h0"], p["c0"], fwd[0], fwd[3],
-                                    fwd[4], p["d_outputs"], p["d_h"], p["d_c"],
-                                    recurrent_dropout_mask=p["dropout"])
+        from test_native import native_run as call
 
     for i in range(warmup):
         call(ps[i % len(ps)])

@@ -68,6 +68,13 @@ struct ForwardPlan : ForwardArgs<T> {
   T* h_dropped = nullptr;           // [B,H] m * h, the recurrent GEMM's input (dropout only)
 };
 
+// Whether step t of row b runs the cell (it does unless the mask skips it); `a` is a forward
+// or backward plan.
+template <bool kHasMask, typename Plan>
+inline bool step_active(const Plan& a, const RowIndex& row, int64_t b, int64_t t) {
+  return !kHasMask || a.mask[row(b, t)];
+}
+
 // h_dropped[j] = m[j] * h[j] for one row (recurrent dropout only; a separate pass keeps the
 // cell loop free of the extra stream).
 template <typename T>
@@ -85,7 +92,7 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
   const int64_t r = row(b, t);
   T* z = a.gates_or_workspace + r * 4 * H;
   T* y = a.outputs + r * H;
-  const bool active = !kHasMask || a.mask[r];
+  const bool active = step_active<kHasMask>(a, row, b, t);
   const bool reset_next = kHasResets && t + 1 < a.dims.T && a.resets[row(b, t + 1)];
   if (active) {
     const T* bias = a.bias;
@@ -189,11 +196,6 @@ struct BackwardPlan : BackwardArgs<T> {
   T* dy_carry = nullptr;  // [B,H]    with a mask: gradient reaching the previous output
 };
 
-// Whether step t of row b ran the cell (it did unless the mask skipped it).
-template <typename T, bool kHasMask>
-inline bool step_active(const BackwardPlan<T>& a, const RowIndex& row, int64_t b, int64_t t) {
-  return !kHasMask || a.mask[row(b, t)];
-}
 
 // Rebuilds the recurrent input h_in (post-reset h entering the step) of every step for rows
 // [b0, b1). Without a mask the state after a step is that step's output; with one, masked
@@ -261,11 +263,11 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
       T* dz = a.dz + r * 4 * H;
       // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it
       // is m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
-      if (a.recurrent_dropout_mask && t + 1 < d.T && step_active<T, kHasMask>(a, row, b, t + 1))
+      if (a.recurrent_dropout_mask && t + 1 < d.T && step_active<kHasMask>(a, row, b, t + 1))
         scale_row(a.recurrent_dropout_mask + b * H, dhb, H, dhb);
       const T* dy = kHasDy ? a.d_outputs + r * H : nullptr;
       T* dyc = kHasMask ? a.dy_carry + b * H : nullptr;
-      if (!kHasMask || a.mask[r]) {
+      if (step_active<kHasMask>(a, row, b, t)) {
         const T* g = a.gates + r * 4 * H;
         const T* cell = a.cells + r * H;
         const T* c_prev = t > 0 ? a.cells + row(b, t - 1) * H : a.c0 ? a.c0 + b * H : nullptr;
@@ -301,7 +303,7 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     if (kHasResets && d.T > 0 && a.resets[row(b, 0)]) {
       for (int64_t j = 0; j < H; ++j) dh[b * H + j] = T(0);
-    } else if (a.recurrent_dropout_mask && d.T > 0 && step_active<T, kHasMask>(a, row, b, 0)) {
+    } else if (a.recurrent_dropout_mask && d.T > 0 && step_active<kHasMask>(a, row, b, 0)) {
       scale_row(a.recurrent_dropout_mask + b * H, dh + b * H, H, dh + b * H);
     }
   }
