@@ -87,23 +87,90 @@ class PackedDocuments:
         s = slice(k * self.batch_size, (k + 1) * self.batch_size)
         return ((self.inputs[s], self.resets[s]), self.targets[s], self.sample_weights[s])
 
-    def dataset(self):
+    def dataset(self, resets_dtype="bool"):
         """A ``tf.data.Dataset`` of the batches in stream order.
 
         Element ``k`` is ``((inputs, resets), targets, sample_weights)`` of batch ``k``, each with
         the static batch dimension ``batch_size`` (stateful layers need it). Pass it to
         ``model.fit`` / ``model.evaluate`` of a model whose inputs are ``[tokens, resets]``.
+        ``resets_dtype``: the dtype the resets come in (bool, or a number type for 0/1).
+
+        For training under a ``tf.distribute`` strategy use :meth:`distribute` instead.
         """
+        return self._slices(0, self.batch_size, 1, resets_dtype)
+
+    def _slices(self, first, rows, groups, resets_dtype):
+        """Dataset of [rows] stream rows starting at ``first``, cut into ``groups`` consecutive
+        elements of ``rows // groups`` rows per batch: element ``k * groups + j`` holds streams
+        ``first + j * (rows // groups) ...`` of batch ``k``."""
         import tensorflow as tf
 
-        K, B, T = self.num_batches, self.batch_size, self.seq_len
+        K, T, n = self.num_batches, self.seq_len, rows // groups
 
-        def split(a):
-            return a.reshape((K, B, T) + a.shape[2:])
+        def split(a):  # [K*B, T, ...] -> [K*groups, n, T, ...] for the chosen rows
+            a = a.reshape((K, self.batch_size, T) + a.shape[2:])[:, first:first + rows]
+            return np.ascontiguousarray(a).reshape((K * groups, n, T) + a.shape[3:])
 
         return tf.data.Dataset.from_tensor_slices(
-            ((split(self.inputs), split(self.resets)), split(self.targets),
+            ((split(self.inputs), split(self.resets).astype(resets_dtype)), split(self.targets),
              split(self.sample_weights)))
+
+    def replica_streams(self, replica_id, num_replicas):
+        """The streams replica ``replica_id`` of ``num_replicas`` owns: ``range(g * b, (g + 1) *
+        b)`` with ``b = batch_size // num_replicas`` and ``g = replica_id`` (the sharding rule of
+        :meth:`distribute`; replica ids as ``tf.distribute``'s ``replica_id_in_sync_group``)."""
+        b = self._per_replica(num_replicas)
+        if not 0 <= replica_id < num_replicas:
+            raise ValueError(f"replica_streams: `replica_id` must be in [0, {num_replicas}), "
+                             f"received {replica_id}")
+        return range(replica_id * b, (replica_id + 1) * b)
+
+    def _per_replica(self, num_replicas):
+        if num_replicas < 1 or self.batch_size % num_replicas:
+            raise ValueError(
+                f"PackedDocuments: batch_size (streams) = {self.batch_size} must be a multiple of "
+                f"the number of replicas ({num_replicas}), so that every replica owns the same "
+                f"number of whole streams; pack with batch_size = a multiple of {num_replicas}")
+        return self.batch_size // num_replicas
+
+    def distribute(self, strategy, resets_dtype="int32"):
+        """The batches as a distributed dataset for ``model.fit`` under ``strategy`` (any
+        ``tf.distribute`` strategy: MirroredStrategy, MultiWorkerMirroredStrategy, ...).
+
+        Sharding rule: with ``R = strategy.num_replicas_in_sync`` replicas and ``b = batch_size /
+        R``, the replica whose ``replica_id_in_sync_group`` is ``g`` gets streams ``[g * b, (g +
+        1) * b)`` of **every** batch, so a stream never changes replica and each replica's
+        stateful layers carry the state of its own streams from batch to batch. (A dataset sharded
+        by batches, like ``tf.data``'s multi-worker auto-sharding, would hand stream b to another
+        worker at every batch and carry each row's state into a foreign stream.) Worker ``w`` with
+        ``L`` local replicas reads only its own ``L * b`` streams: its replicas are ``w * L ...
+        w * L + L - 1``.
+
+        Build the model inside ``strategy.scope()`` with the per-replica batch size ``b``
+        (``keras.Input(batch_shape=(b, seq_len))``): each replica runs the model on its b rows.
+        Every element is ``((inputs, resets), targets, sample_weights)``; ``resets`` come as
+        ``resets_dtype`` (default int32 0/1), not bool: Keras' ``fit`` under a strategy averages
+        the first batch across replicas before building (``AddN``, which has no bool kernel), so
+        bool data fails there before any layer runs. A ``keras.Input(dtype="bool")`` for the
+        resets is fine: the model casts the 0/1 numbers back to bool. Use it with
+        ``model.fit(packed.distribute(strategy), steps_per_epoch=packed.num_batches)``.
+        """
+        num_replicas = strategy.num_replicas_in_sync
+        b = self._per_replica(num_replicas)
+        if len(strategy.extended.worker_devices) == num_replicas:
+            # One worker: tf.distribute cuts every global batch into consecutive slices of b
+            # rows, slice g to replica g, which is the rule; the result has num_batches steps
+            # (what Keras' fit counts an epoch by).
+            return strategy.experimental_distribute_dataset(self.dataset(resets_dtype))
+
+        def make(context):
+            local = num_replicas // context.num_input_pipelines  # replicas on this worker
+            first = context.input_pipeline_id * local * b
+            # element k * local + j is batch k of local replica j: tf.distribute hands a
+            # worker's consecutive elements round-robin to its local replicas
+            return self._slices(first, local * b, local, resets_dtype)
+
+        return strategy.distribute_datasets_from_function(make)
 
     def __repr__(self):
         return (f"PackedDocuments(batch_size={self.batch_size}, seq_len={self.seq_len}, "

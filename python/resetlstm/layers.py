@@ -251,8 +251,12 @@ class ResetLSTM(keras.layers.LSTM):
 
     def _create_state(self, batch_size):
         def var(name):
+            # on_read: under a tf.distribute strategy each replica keeps its own copy, the
+            # state of its own streams (no other strategy makes sense for per-row state); read
+            # from outside the replicas, the first replica's copy is shown.
             return keras.Variable(np.zeros((batch_size, self.units)), trainable=False,
-                                  dtype=self.variable_dtype, name=name)
+                                  dtype=self.variable_dtype, name=name,
+                                  synchronization="on_read", aggregation="only_first_replica")
 
         with keras.name_scope(self.name, caller=self):
             self._stream = _StreamState(var("state_h"), var("state_c"))
@@ -351,7 +355,12 @@ class ResetLSTM(keras.layers.LSTM):
     def reset_state(self, rows=None):
         """Zero the stored state of all rows (``rows=None``), or of the given rows: integer
         indices (negative ones count from the end) or a bool vector [batch] (True = reset).
-        Does nothing for a layer that is not stateful or not built yet."""
+        Does nothing for a layer that is not stateful or not built yet.
+
+        Under a ``tf.distribute`` strategy with R replicas (called outside ``strategy.run``),
+        each replica holds the state of its own ``batch`` streams and ``rows`` are global
+        stream indices in ``[0, R * batch)``: stream ``g * batch + i`` is row i of replica g
+        (the rule of ``resetlstm.data.PackedDocuments.distribute``)."""
         if self._stream is None:
             return
         batch = int(self._stream.h.shape[0])
@@ -359,7 +368,28 @@ class ResetLSTM(keras.layers.LSTM):
             for v in (self._stream.h, self._stream.c):
                 v.assign(tf.zeros_like(v.value))
             return
-        reset = self._rows_to_reset(rows, batch)
+        # the strategy the state was created under (from any scope), else the current one
+        strategy = getattr(self._stream.h.value, "distribute_strategy", None) \
+            or tf.distribute.get_strategy()
+        replicas = strategy.num_replicas_in_sync
+        context = tf.distribute.get_replica_context()
+        if replicas == 1 or (context is not None and context.strategy is strategy):
+            # no strategy, or called by one replica (inside strategy.run): its own rows
+            self._reset_rows(self._rows_to_reset(rows, batch))
+            return
+        # Under a strategy every replica holds the state of its own `batch` streams (the
+        # variables are sync-on-read): rows are global stream indices, replica g owns
+        # [g * batch, (g + 1) * batch) (resetlstm.data.PackedDocuments.distribute's rule), and
+        # each replica zeroes its own rows.
+        reset = self._rows_to_reset(rows, replicas * batch)
+
+        def per_replica():
+            g = tf.distribute.get_replica_context().replica_id_in_sync_group
+            self._reset_rows(tf.reshape(reset, [replicas, batch])[g])
+
+        strategy.run(per_replica)
+
+    def _reset_rows(self, reset):
         for v in (self._stream.h, self._stream.c):
             value = tf.convert_to_tensor(v.value)
             v.assign(tf.where(reset[:, None], tf.zeros_like(value), value))
