@@ -1,0 +1,276 @@
+"""Continuous-batching streaming inference: one fused step serves many live streams.
+
+A served stateful model holds many streams at once (a keyboard, a streaming transcriber, an RL
+policy in many environments). :class:`StreamingModel` gives each stream a *slot*, one batch row,
+and computes one time step for every slot per call; when a stream ends and a new one takes its
+slot, that row is reset inside the same fused step (the reset is per row, so no other slot is
+disturbed and no state is gathered or scattered in Python)::
+
+    server = resetlstm.StreamingModel(trained_model, slots=256)
+    out = server.step(tokens, new_stream)      # tokens [256] (one step), new_stream [256] bool
+    server.release([3, 17])                    # streams in slots 3 and 17 ended
+    server.export("served/")                   # SavedModel with `step` and `release` signatures
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from resetlstm.layers import ResetLSTM
+
+__all__ = ["StreamingModel"]
+
+
+def _all_layers(model):
+    """Every layer inside `model`, nested models and wrappers included."""
+    seen, stack, found = set(), list(model.layers), []
+    while stack:
+        layer = stack.pop(0)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        found.append(layer)
+        stack.extend(getattr(layer, "layers", []) or [])
+        for attr in ("layer", "forward_layer", "backward_layer"):
+            inner = getattr(layer, attr, None)
+            if isinstance(inner, keras.layers.Layer):
+                stack.append(inner)
+    return found
+
+
+def _resets_inputs(model):
+    """Indices of the model inputs that go straight into some ResetLSTM's ``resets``."""
+    inputs = list(model.inputs)
+    found = set()
+    for layer in _all_layers(model):
+        if not isinstance(layer, ResetLSTM):
+            continue
+        for node in getattr(layer, "_inbound_nodes", []):
+            value = node.arguments.kwargs.get("resets")
+            for i, tensor in enumerate(inputs):
+                if value is tensor:
+                    found.add(i)
+    return sorted(found)
+
+
+class StreamingModel:
+    """Serves a trained model whose recurrent layers are ``ResetLSTM``, one step at a time for
+    ``slots`` concurrent streams.
+
+    Args:
+      model: a functional or Sequential Keras model with at least one ``ResetLSTM`` (stacked
+        ones are fine: all of them reset together) and no other recurrent layer. Stateful or
+        not, and built for any batch size and sequence length: the streaming copy is built for
+        ``[slots, 1, ...]``. Model inputs that feed a ``ResetLSTM``'s ``resets`` are filled from
+        ``new_stream``; the others are the step's ``inputs``.
+      slots: number of concurrent streams (batch rows).
+
+    The streaming copy holds its own copy of the weights (taken now; :meth:`sync_weights`
+    copies them again after more training) and, in every ``ResetLSTM``, the state of every slot.
+
+    ``step(inputs, new_stream)``: ``inputs`` has the model's per-step shape with the slots first
+    (``[slots]`` token ids, ``[slots, features]``, ...; a list for several inputs), ``new_stream``
+    ``[slots]`` bool: True where a new stream starts in that slot at this step (its state is
+    zeroed before the step, in every ResetLSTM). Returns the model's outputs for this step, with
+    the time axis dropped from outputs of rank >= 3 (``[slots, 1, V]`` -> ``[slots, V]``); rank-2
+    outputs (``return_sequences=False``) come as they are. Slots that hold no stream compute
+    anyway (their outputs are meaningless; release them so that nothing carries over).
+    """
+
+    def __init__(self, model, slots):
+        if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
+            raise ValueError(f"StreamingModel: `slots` must be a positive integer, received "
+                             f"slots={slots!r}")
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"StreamingModel: `model` must be a keras.Model, received "
+                            f"{type(model).__name__}")
+        if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+            raise ValueError(
+                f"StreamingModel: `model` must be a functional or Sequential Keras model (it is "
+                f"rebuilt for [slots, 1] inputs from its config), received a subclassed "
+                f"{type(model).__name__}")
+        if not model.built or not model.inputs:
+            raise ValueError("StreamingModel: `model` must be built (have inputs); build it "
+                             "with keras.Input or call it once")
+        self.slots = int(slots)
+        self._check_layers(model)
+        self._source = model
+        self._resets_at = _resets_inputs(model)
+        self._input_specs = []
+        new_inputs = []
+        for i, x in enumerate(model.inputs):
+            if i in self._resets_at:
+                new_inputs.append(keras.Input(batch_shape=(self.slots, 1), dtype=x.dtype,
+                                              name=x.name))
+                continue
+            if len(x.shape) < 2:
+                raise ValueError(f"StreamingModel: model input '{x.name}' has shape "
+                                 f"{tuple(x.shape)}; every input needs [batch, time, ...]")
+            feature_shape = tuple(x.shape[2:])
+            if any(d is None for d in feature_shape):
+                raise ValueError(f"StreamingModel: model input '{x.name}' must have known "
+                                 f"feature dimensions, has shape {tuple(x.shape)}")
+            self._input_specs.append((x.name, feature_shape, x.dtype))
+            new_inputs.append(keras.Input(batch_shape=(self.slots, 1) + feature_shape,
+                                          dtype=x.dtype, name=x.name))
+
+        def clone_layer(layer):
+            config = layer.get_config()
+            if isinstance(layer, ResetLSTM):
+                config["stateful"] = True  # the slots' state lives in the layer, per row
+            return layer.__class__.from_config(config)
+
+        structure = model.input
+        if isinstance(structure, dict):
+            raise ValueError("StreamingModel: models with dict inputs are not supported; "
+                             "build the model with a list of inputs")
+        self._model = keras.models.clone_model(
+            model, input_tensors=(type(structure)(new_inputs)
+                                  if isinstance(structure, (list, tuple)) else new_inputs[0]),
+            clone_function=clone_layer, recursive=True)
+        self._lstms = [l for l in _all_layers(self._model) if isinstance(l, ResetLSTM)]
+        self.sync_weights()
+        self._step_fn = tf.function(self._step_graph, reduce_retracing=True)
+        self._release_fn = tf.function(self._release_graph, reduce_retracing=True)
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _check_layers(model):
+        lstms = 0
+        for layer in _all_layers(model):
+            if isinstance(layer, ResetLSTM):
+                if layer.go_backwards:
+                    raise ValueError(
+                        f"StreamingModel: ResetLSTM '{layer.name}' has go_backwards=True; a "
+                        "stream is served forward in time, one step at a time")
+                lstms += 1
+            elif isinstance(layer, keras.layers.Bidirectional):
+                raise ValueError(f"StreamingModel: layer '{layer.name}' is Bidirectional; its "
+                                 "backward half needs the future of the stream")
+            elif isinstance(layer, keras.layers.RNN):
+                raise ValueError(
+                    f"StreamingModel: layer '{layer.name}' is a {type(layer).__name__}, whose "
+                    "state cannot be reset per slot; use resetlstm.ResetLSTM for every "
+                    "recurrent layer (its weights load 1:1 from keras.layers.LSTM)")
+        if not lstms:
+            raise ValueError("StreamingModel: `model` has no ResetLSTM layer; there is no "
+                             "state to stream")
+
+    def _convert(self, inputs, new_stream):
+        """Python-side checks with messages that name the argument, then tensors."""
+        specs = self._input_specs
+        if len(specs) == 1 and not isinstance(inputs, (list, tuple)):
+            inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != len(specs):
+            raise ValueError(f"StreamingModel.step: `inputs` must be {len(specs)} array(s) "
+                             f"({', '.join(s[0] for s in specs)}), received "
+                             f"{len(inputs) if isinstance(inputs, (list, tuple)) else 1}")
+        tensors = []
+        for x, (name, feature_shape, dtype) in zip(inputs, specs):
+            x = tf.convert_to_tensor(x)
+            expected = (self.slots,) + feature_shape
+            if tuple(x.shape) != expected:
+                raise ValueError(f"StreamingModel.step: `inputs` '{name}' must have shape "
+                                 f"[slots, ...] = {expected} (one step for every slot), "
+                                 f"received shape {tuple(x.shape)}")
+            tensors.append(tf.cast(x, dtype) if x.dtype != dtype else x)
+        new_stream = tf.convert_to_tensor(new_stream)
+        if tuple(new_stream.shape) != (self.slots,):
+            raise ValueError(f"StreamingModel.step: `new_stream` must have shape [slots] = "
+                             f"({self.slots},), received shape {tuple(new_stream.shape)}")
+        if new_stream.dtype != tf.bool:
+            if not (new_stream.dtype.is_integer or new_stream.dtype.is_floating):
+                raise ValueError("StreamingModel.step: `new_stream` must be bool or 0/1 "
+                                 f"numbers, received dtype {new_stream.dtype.name}")
+            new_stream = tf.not_equal(new_stream, 0)
+        return tensors, new_stream
+
+    # ------------------------------------------------------------------ graph
+    def _step_graph(self, inputs, new_stream):
+        for layer in self._lstms:  # zero before the step = reset at the step, in every layer
+            layer._reset_rows(new_stream)
+        step_inputs = [tf.expand_dims(x, 1) for x in inputs]
+        flags = tf.expand_dims(new_stream, 1)
+        full, k = [], 0
+        for i, x in enumerate(self._model.inputs):
+            if i in self._resets_at:
+                full.append(tf.cast(flags, x.dtype))
+            else:
+                full.append(step_inputs[k])
+                k += 1
+        outputs = self._model(full if len(full) > 1 else full[0], training=False)
+        return tf.nest.map_structure(
+            lambda y: tf.squeeze(y, 1) if y.shape.rank >= 3 else y, outputs)
+
+    def _release_graph(self, rows):
+        for layer in self._lstms:
+            layer._reset_rows(rows)
+
+    # ------------------------------------------------------------------ public
+    def step(self, inputs, new_stream):
+        """One time step for every slot; see the class docstring."""
+        tensors, new_stream = self._convert(inputs, new_stream)
+        return self._step_fn(tensors, new_stream)
+
+    def release(self, slots):
+        """Zero the state of ``slots`` (indices, or a bool vector [slots]): their streams ended.
+        A new stream can then start there with or without ``new_stream``."""
+        rows = self._lstms[0]._rows_to_reset(slots, self.slots)
+        self._release_fn(rows)
+
+    def reset(self):
+        """Zero every slot."""
+        for layer in self._lstms:
+            layer.reset_state()
+
+    def sync_weights(self):
+        """Copy the source model's current weights into the streaming copy."""
+        self._model.set_weights(self._source.get_weights())
+
+    @property
+    def model(self):
+        """The streaming copy (stateful, built for [slots, 1, ...] inputs)."""
+        return self._model
+
+    def export(self, path):
+        """Writes a SavedModel that serves this model with the slots' state in variables:
+
+        - ``step(inputs, new_stream)`` (also ``serving_default``): as :meth:`step`, inputs
+          already of the right shapes and dtypes; outputs ``{"output_0": ..., ...}``;
+        - ``release(slots)``: ``slots`` a bool vector [slots] (True = zero that slot).
+
+        The state starts as it is now (call :meth:`reset` first for a clean server). Load with
+        ``import resetlstm`` first (it registers the op), then ``tf.saved_model.load(path)``;
+        TF Serving needs the op library ``resetlstm/_resetlstm_ops.so`` loaded as a custom op.
+        """
+        module = tf.Module()
+        module.variables_ = [v.value for v in self._model.weights]
+        module.state_ = [v.value for layer in self._lstms for v in layer.states]
+        specs = [tf.TensorSpec((self.slots,) + shape, dtype, name=f"inputs_{i}" if i else
+                               "inputs")
+                 for i, (_, shape, dtype) in enumerate(self._input_specs)]
+        flags = tf.TensorSpec((self.slots,), tf.bool, name="new_stream")
+
+        def outputs_dict(outputs):
+            flat = tf.nest.flatten(outputs)
+            return {f"output_{i}": y for i, y in enumerate(flat)}
+
+        @tf.function(input_signature=[*specs, flags])
+        def step(*args):
+            return outputs_dict(self._step_graph(list(args[:-1]), args[-1]))
+
+        @tf.function(input_signature=[tf.TensorSpec((self.slots,), tf.bool, name="slots")])
+        def release(rows):
+            self._release_graph(rows)
+            return {"released": tf.reduce_sum(tf.cast(rows, tf.int32))}
+
+        module.step, module.release = step, release
+        tf.saved_model.save(module, str(path), signatures={
+            "serving_default": step.get_concrete_function(),
+            "step": step.get_concrete_function(),
+            "release": release.get_concrete_function()})
+
+    def __repr__(self):
+        return (f"StreamingModel(slots={self.slots}, model={self._source.name!r}, "
+                f"ResetLSTM layers={len(self._lstms)})")
