@@ -58,3 +58,16 @@ def test_dropin_bench_quick(tmp_path):
     assert all(e["median_ms"] > 0 for e in shape["results"].values())
     assert {r["case"] for r in shape["ratios"]} >= {"resetlstm_rd", "op_mask", "keras_rd"}
     assert "recurrent dropout overhead" in open(js[:-len(".json")] + ".md").read()
+
+
+def test_serving_bench_quick(tmp_path):
+    """bench/serving_bench.py --quick: all variants agree (checked inside), JSON and markdown."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "serving_bench.py"),
+                           "--quick", "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (js,) = glob.glob(str(tmp_path / "serving-*.json"))
+    res = json.load(open(js))["results"]
+    assert set(res) == {"resetlstm", "usual_tf_function", "usual_predict", "usual_eager"}
+    assert all(r["stream_steps_per_s"] > 0 and r["latency_median_ms"] > 0 for r in res.values())
+    assert "stream-steps/s" in open(js[:-len(".json")] + ".md").read()

@@ -60,3 +60,27 @@ def test_arguments():
     assert demo.parse_args([]).batch_size == 256
     with pytest.raises(SystemExit):
         demo.parse_args(["--seq-len", "0"])
+
+
+def test_serve_demo_quick(capsys):
+    from resetlstm import serve_demo
+
+    result = serve_demo.main(["--quick"])
+    out = capsys.readouterr().out
+    assert result["streams"] == 30
+    # every stream got exactly its length in characters (prompt included), through 8 slots
+    assert [t[0] for t in result["texts"]] == list(range(30))
+    assert all(asked == served for _, _, asked, served, _ in result["texts"])
+    assert result["stream_steps"] == sum(t[3] for t in result["texts"])
+    assert result["steps"] < result["stream_steps"]  # slots were shared by the streams
+    for text in ("[1/3]", "[3/3]", "stream-steps/s", "latency median", "stream 0: prompt"):
+        assert text in out
+
+
+def test_serve_demo_arguments():
+    from resetlstm import serve_demo
+
+    with pytest.raises(SystemExit):
+        serve_demo.parse_args(["--slots", "0"])
+    with pytest.raises(SystemExit):
+        serve_demo.parse_args(["--min-len", "50", "--max-len", "10"])

@@ -62,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a tiny run in seconds (for tests): " +
                         ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="save the trained model (.keras) for `python -m resetlstm serve-demo "
+                        "--model PATH`")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="Keras progress output (1: progress bar)")
     args = p.parse_args(argv)
@@ -351,6 +354,10 @@ def run(args):
         log("[2b/4] training keras.layers.LSTM the usual way (windows, padded, not stateful)")
         results["keras"] = run_stock(args, train_docs, val_docs, weights0)
 
+    if args.save:
+        model.save(args.save)
+        log(f"  saved the trained model to {args.save} (serve it: python -m resetlstm "
+            f"serve-demo --model {args.save})")
     log(f"[3/4] sampling {args.sample_chars} characters (temperature {args.temperature}) from a "
         "batch-1 stateful copy, one character per step")
     sample = generate(args, model)
