@@ -38,23 +38,23 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402
 
 VOCAB = 256
-EMBED, UNITS = 64, 256  # the demo's model; --embed / --units change them
+EMBED, UNITS = 64, 256  # the demo's model (defaults of --embed / --units)
 NEW_STREAM_RATE = 0.01
 
 
-def build(tf, keras, resetlstm, slots):
+def build(keras, resetlstm, embed, units):
     tokens = keras.Input((None,), dtype="int32")
     resets = keras.Input((None,), dtype="bool")
-    h = keras.layers.Embedding(VOCAB, EMBED)(tokens)
-    h = resetlstm.ResetLSTM(UNITS, return_sequences=True)(h, resets=resets)
+    h = keras.layers.Embedding(VOCAB, embed)(tokens)
+    h = resetlstm.ResetLSTM(units, return_sequences=True)(h, resets=resets)
     ours = keras.Model([tokens, resets], keras.layers.Dense(VOCAB)(h))
     rng = np.random.default_rng(0)
     ours.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") for w in ours.get_weights()])
 
     tok = keras.Input((1,), dtype="int32")
-    h0, c0 = keras.Input((UNITS,)), keras.Input((UNITS,))
-    e = keras.layers.Embedding(VOCAB, EMBED)(tok)
-    y, h1, c1 = keras.layers.LSTM(UNITS, return_state=True)(e, initial_state=[h0, c0])
+    h0, c0 = keras.Input((units,)), keras.Input((units,))
+    e = keras.layers.Embedding(VOCAB, embed)(tok)
+    y, h1, c1 = keras.layers.LSTM(units, return_state=True)(e, initial_state=[h0, c0])
     usual = keras.Model([tok, h0, c0], [keras.layers.Dense(VOCAB)(y), h1, c1])
     usual.set_weights(ours.get_weights())
     return ours, usual
@@ -63,11 +63,11 @@ def build(tf, keras, resetlstm, slots):
 class UsualServer:
     """Per-stream (h, c) in a dict; gather before, scatter after every step."""
 
-    def __init__(self, tf, model, call, slots):
-        self.model, self.call, self.slots = model, call, slots
+    def __init__(self, call, slots, units):
+        self.call = call
         self.state = {}
         self.holder = list(range(slots))  # stream id in each slot
-        self.zeros = np.zeros(UNITS, np.float32)
+        self.zeros = np.zeros(units, np.float32)
 
     def step(self, tokens, new_stream, new_ids):
         for s in np.flatnonzero(new_stream):
@@ -103,7 +103,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.slots, args.steps, args.reps = 16, 20, 2
-    globals().update(EMBED=args.embed, UNITS=args.units)  # the model size build() uses
 
     import tensorflow as tf
     import keras
@@ -115,7 +114,7 @@ def main(argv=None):
           f"{', '.join(cpu['flags_simd'])}); TensorFlow {tf.__version__}, Keras "
           f"{keras.__version__}; {args.slots} slots, {args.steps} steps x {args.reps} reps",
           flush=True)
-    ours_model, usual_model = build(tf, keras, resetlstm, args.slots)
+    ours_model, usual_model = build(keras, resetlstm, args.embed, args.units)
     compiled = tf.function(lambda x: usual_model(x, training=False), reduce_retracing=True)
     variants = {
         "resetlstm": "resetlstm.StreamingModel.step",
@@ -131,7 +130,7 @@ def main(argv=None):
         call = {"usual_tf_function": compiled,
                 "usual_predict": usual_model.predict_on_batch,
                 "usual_eager": lambda x: usual_model(x, training=False)}[key]
-        return UsualServer(tf, usual_model, call, args.slots).step
+        return UsualServer(call, args.slots, args.units).step
 
     # correctness: every variant gives the same logits on the same schedule
     tokens, new, ids = schedule(args.slots, 12, seed=1)
@@ -188,8 +187,8 @@ def main(argv=None):
              f"{cpu['model']} (family {cpu.get('family')}, model {cpu.get('model_number')}; "
              f"{', '.join(cpu['flags_simd'])}), {machine['cores_available']} cores; "
              f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Model Embedding({VOCAB}, "
-             f"{EMBED}) -> LSTM({UNITS}) -> Dense({VOCAB}); {args.steps} steps x {args.reps} "
-             f"reps, ~{100 * NEW_STREAM_RATE:.0f} % of slots start a new stream per step. "
+             f"{args.embed}) -> LSTM({args.units}) -> Dense({VOCAB}); {args.steps} steps x "
+             f"{args.reps} reps, ~{100 * NEW_STREAM_RATE:.0f} % of slots start a new stream per step. "
              "Medians.",
              "",
              "| variant | stream-steps/s | step latency median (ms) | p90 (ms) | resetlstm is |",

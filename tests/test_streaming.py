@@ -92,13 +92,10 @@ def test_each_stream_gets_exactly_its_alone_outputs(with_resets):
     server = StreamingModel(ours, slots=4)
     got, steps = serve(server, streams, rng)
     assert steps < sum(lengths)  # slots were shared
-    worst = 0.0
     for stream, out in zip(streams, got):
         alone = ref.predict_on_batch(stream[None].astype("int32"))[0]  # keras LSTM, alone
         assert out.shape == alone.shape
-        worst = max(worst, float(np.abs(out - alone).max()))
         np.testing.assert_allclose(out, alone, rtol=0, atol=1e-5)
-    assert worst > 0 or True  # (bit equality would be fine too)
 
 
 def test_stateful_fixed_batch_model_and_stream_isolation():

@@ -72,12 +72,17 @@ def parse_args(argv=None):
         for k, v in QUICK.items():
             if getattr(args, k) == p.get_default(k):
                 setattr(args, k, v)
-    for name in ("train_chars", "val_chars", "max_doc_chars", "batch_size", "seq_len", "units",
-                 "embed", "epochs"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be a positive integer, "
-                    f"received {getattr(args, name)}")
+    check_positive(p, args, ("train_chars", "val_chars", "max_doc_chars", "batch_size",
+                             "seq_len", "units", "embed", "epochs"))
     return args
+
+
+def check_positive(parser, args, names):
+    """parser.error (exit 2) naming the first of `names` whose value is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, "
+                         f"received {getattr(args, name)}")
 
 
 def log(msg):

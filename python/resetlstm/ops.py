@@ -70,13 +70,13 @@ def _float_tensor(value, name: str, dtype=None):
     return t
 
 
-def _flag_tensor(value, name: str):
+def _flag_tensor(value, name: str, caller: str = "reset_lstm"):
     """bool, or 0/1 ints/floats (any nonzero value counts as True)."""
     t = tf.convert_to_tensor(value)
     if t.dtype == tf.bool:
         return t
     if not (t.dtype.is_integer or t.dtype.is_floating):
-        raise ValueError(f"reset_lstm: `{name}` must be bool or 0/1 numbers, got {t.dtype.name}")
+        raise ValueError(f"{caller}: `{name}` must be bool or 0/1 numbers, got {t.dtype.name}")
     return tf.not_equal(t, tf.zeros([], t.dtype))
 
 

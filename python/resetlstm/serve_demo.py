@@ -43,10 +43,7 @@ def parse_args(argv=None):
     if args.quick:
         args.slots, args.streams, args.min_len, args.max_len = 8, 30, 5, 20
         args.prompt_len = min(args.prompt_len, 4)
-    for name in ("slots", "streams", "min_len", "max_len", "prompt_len"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be a positive integer, "
-                    f"received {getattr(args, name)}")
+    demo.check_positive(p, args, ("slots", "streams", "min_len", "max_len", "prompt_len"))
     if args.max_len < args.min_len:
         p.error(f"--max-len ({args.max_len}) must be >= --min-len ({args.min_len})")
     return args

@@ -18,6 +18,7 @@ import tensorflow as tf
 import keras
 
 from resetlstm.layers import ResetLSTM
+from resetlstm.ops import _flag_tensor
 
 __all__ = ["StreamingModel"]
 
@@ -132,7 +133,7 @@ class StreamingModel:
         self._lstms = [l for l in _all_layers(self._model) if isinstance(l, ResetLSTM)]
         self.sync_weights()
         self._step_fn = tf.function(self._step_graph, reduce_retracing=True)
-        self._release_fn = tf.function(self._release_graph, reduce_retracing=True)
+        self._release_fn = tf.function(self._zero_slots, reduce_retracing=True)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -179,17 +180,11 @@ class StreamingModel:
         if tuple(new_stream.shape) != (self.slots,):
             raise ValueError(f"StreamingModel.step: `new_stream` must have shape [slots] = "
                              f"({self.slots},), received shape {tuple(new_stream.shape)}")
-        if new_stream.dtype != tf.bool:
-            if not (new_stream.dtype.is_integer or new_stream.dtype.is_floating):
-                raise ValueError("StreamingModel.step: `new_stream` must be bool or 0/1 "
-                                 f"numbers, received dtype {new_stream.dtype.name}")
-            new_stream = tf.not_equal(new_stream, 0)
-        return tensors, new_stream
+        return tensors, _flag_tensor(new_stream, "new_stream", "StreamingModel.step")
 
     # ------------------------------------------------------------------ graph
     def _step_graph(self, inputs, new_stream):
-        for layer in self._lstms:  # zero before the step = reset at the step, in every layer
-            layer._reset_rows(new_stream)
+        self._zero_slots(new_stream)  # zero before the step = reset at the step, every layer
         step_inputs = [tf.expand_dims(x, 1) for x in inputs]
         flags = tf.expand_dims(new_stream, 1)
         full, k = [], 0
@@ -203,7 +198,7 @@ class StreamingModel:
         return tf.nest.map_structure(
             lambda y: tf.squeeze(y, 1) if y.shape.rank >= 3 else y, outputs)
 
-    def _release_graph(self, rows):
+    def _zero_slots(self, rows):
         for layer in self._lstms:
             layer._reset_rows(rows)
 
@@ -262,7 +257,7 @@ class StreamingModel:
 
         @tf.function(input_signature=[tf.TensorSpec((self.slots,), tf.bool, name="slots")])
         def release(rows):
-            self._release_graph(rows)
+            self._zero_slots(rows)
             return {"released": tf.reduce_sum(tf.cast(rows, tf.int32))}
 
         module.step, module.release = step, release
