@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
+#include <cstring>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
@@ -39,12 +42,78 @@ double now_ms() {
       .count();
 }
 
+template <typename T>
+T from_float(float v) {
+  if constexpr (std::is_same_v<T, resetlstm::cpu::bf16>) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    return resetlstm::cpu::bf16{static_cast<uint16_t>(u >> 16)};
+  } else {
+    return v;
+  }
+}
+
+template <typename T>
+int run(const resetlstm::cpu::Dims& d, int threads, int reps, double reset_fraction,
+        const char* dtype_name) {
+  using namespace resetlstm::cpu;
+  const int64_t BT = d.B * d.T, H4 = 4 * d.H;
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+  auto fill = [&](std::vector<T>& v) {
+    for (auto& x : v) x = from_float<T>(u(rng));
+  };
+  std::vector<T> x(BT * d.I), k(d.I * H4), rk(d.H * H4), b(H4), y(BT * d.H), h(d.B * d.H),
+      c(d.B * d.H), gates(BT * H4), cells(BT * d.H), dy(BT * d.H), dx(BT * d.I), dk(k.size()),
+      drk(rk.size()), db(H4), dh0(h.size()), dc0(c.size());
+  fill(x), fill(k), fill(rk), fill(b), fill(dy);
+  std::vector<char> resets(BT);
+  std::bernoulli_distribution coin(reset_fraction);
+  for (auto& r : resets) r = coin(rng);
+  const Runner runner(threads);
+  T* ws = static_cast<T*>(std::aligned_alloc(
+      64, ((std::max(forward_workspace_size<T>(d, true), backward_workspace_size<T>(d, false)) *
+            sizeof(T) + 63) / 64) * 64));
+  ForwardArgs<T> f;
+  f.dims = d;
+  f.inputs = x.data(), f.kernel = k.data(), f.recurrent_kernel = rk.data(), f.bias = b.data();
+  f.resets = reset_fraction > 0 ? reinterpret_cast<const bool*>(resets.data()) : nullptr;
+  f.outputs = y.data(), f.h_final = h.data(), f.c_final = c.data(), f.gates = gates.data(),
+  f.cells = cells.data();
+  BackwardArgs<T> g;
+  g.dims = d;
+  g.inputs = x.data(), g.kernel = k.data(), g.recurrent_kernel = rk.data(), g.resets = f.resets;
+  g.outputs = y.data(), g.gates = gates.data(), g.cells = cells.data(), g.d_outputs = dy.data();
+  g.d_inputs = dx.data(), g.d_kernel = dk.data(), g.d_recurrent_kernel = drk.data(),
+  g.d_bias = db.data(), g.d_h0 = dh0.data(), g.d_c0 = dc0.data();
+  std::vector<double> tf, tb;
+  for (int r = 0; r < reps + 1; ++r) {
+    const double t0 = now_ms();
+    forward<T>(runner, f, ws);
+    const double t1 = now_ms();
+    backward<T>(runner, g, ws);
+    const double t2 = now_ms();
+    if (r) tf.push_back(t1 - t0), tb.push_back(t2 - t1);
+  }
+  std::sort(tf.begin(), tf.end());
+  std::sort(tb.begin(), tb.end());
+  const double flop = 2.0 * BT * (d.I + d.H) * H4;
+  const double mf = tf[tf.size() / 2], mb = tb[tb.size() / 2];
+  std::printf("%s %s (bf16 GEMM %s) B=%ld T=%ld I=%ld H=%ld threads=%d: fwd %.1f ms (%.0f "
+              "GFLOP/s), bwd %.1f ms (%.0f GFLOP/s), fwd+bwd %.1f ms\n",
+              dtype_name, selected_isa(), bf16_gemm(), d.B, d.T, d.I, d.H, threads, mf,
+              flop / mf / 1e6, mb, 2 * flop / mb / 1e6, mf + mb);
+  std::free(ws);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace resetlstm::cpu;
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s B T I H [threads] [reps] [reset_fraction]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s B T I H [threads] [reps] [reset_fraction] [float|bf16]\n",
+                 argv[0]);
     return 2;
   }
   Dims d;
@@ -55,52 +124,11 @@ int main(int argc, char** argv) {
   const int threads = argc > 5 ? std::atoi(argv[5]) : 1;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 5;
   const double reset_fraction = argc > 7 ? std::atof(argv[7]) : 0.0;
-  const int64_t BT = d.B * d.T, H4 = 4 * d.H;
-  std::mt19937 rng(0);
-  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
-  auto fill = [&](std::vector<float>& v) {
-    for (auto& x : v) x = u(rng);
-  };
-  std::vector<float> x(BT * d.I), k(d.I * H4), rk(d.H * H4), b(H4), y(BT * d.H), h(d.B * d.H),
-      c(d.B * d.H), gates(BT * H4), cells(BT * d.H), dy(BT * d.H), dx(BT * d.I), dk(k.size()),
-      drk(rk.size()), db(H4), dh0(h.size()), dc0(c.size());
-  fill(x), fill(k), fill(rk), fill(b), fill(dy);
-  std::vector<char> resets(BT);
-  std::bernoulli_distribution coin(reset_fraction);
-  for (auto& r : resets) r = coin(rng);
-  const Runner runner(threads);
-  float* ws = static_cast<float*>(std::aligned_alloc(
-      64, ((std::max(forward_workspace_size<float>(d, true), backward_workspace_size<float>(d, false)) *
-            4 + 63) / 64) * 64));
-  ForwardArgs<float> f;
-  f.dims = d;
-  f.inputs = x.data(), f.kernel = k.data(), f.recurrent_kernel = rk.data(), f.bias = b.data();
-  f.resets = reset_fraction > 0 ? reinterpret_cast<const bool*>(resets.data()) : nullptr;
-  f.outputs = y.data(), f.h_final = h.data(), f.c_final = c.data(), f.gates = gates.data(),
-  f.cells = cells.data();
-  BackwardArgs<float> g;
-  g.dims = d;
-  g.inputs = x.data(), g.kernel = k.data(), g.recurrent_kernel = rk.data(), g.resets = f.resets;
-  g.outputs = y.data(), g.gates = gates.data(), g.cells = cells.data(), g.d_outputs = dy.data();
-  g.d_inputs = dx.data(), g.d_kernel = dk.data(), g.d_recurrent_kernel = drk.data(),
-  g.d_bias = db.data(), g.d_h0 = dh0.data(), g.d_c0 = dc0.data();
-  std::vector<double> tf, tb;
-  for (int r = 0; r < reps + 1; ++r) {
-    const double t0 = now_ms();
-    forward<float>(runner, f, ws);
-    const double t1 = now_ms();
-    backward<float>(runner, g, ws);
-    const double t2 = now_ms();
-    if (r) tf.push_back(t1 - t0), tb.push_back(t2 - t1);
+  const std::string dtype = argc > 8 ? argv[8] : "float";
+  if (dtype == "bf16") return run<bf16>(d, threads, reps, reset_fraction, "bf16");
+  if (dtype != "float") {
+    std::fprintf(stderr, "dtype must be float or bf16, got %s\n", dtype.c_str());
+    return 2;
   }
-  std::sort(tf.begin(), tf.end());
-  std::sort(tb.begin(), tb.end());
-  const double flop = 2.0 * BT * (d.I + d.H) * H4;
-  const double mf = tf[tf.size() / 2], mb = tb[tb.size() / 2];
-  std::printf("%s B=%ld T=%ld I=%ld H=%ld threads=%d: fwd %.1f ms (%.0f GFLOP/s), bwd %.1f ms "
-              "(%.0f GFLOP/s), fwd+bwd %.1f ms\n",
-              selected_isa(), d.B, d.T, d.I, d.H, threads, mf, flop / mf / 1e6, mb,
-              2 * flop / mb / 1e6, mf + mb);
-  std::free(ws);
-  return 0;
+  return run<float>(d, threads, reps, reset_fraction, "float");
 }

@@ -1,6 +1,7 @@
-"""float16 / bfloat16: the op (float32 inside: the results are the float32 kernel's on the
-rounded arguments, rounded once), its accuracy against float32, and the Keras mixed-precision
-policies (layer, Bidirectional, training with the demo)."""
+"""float16 / bfloat16: the op (widened: the float32 kernel's results on the rounded arguments,
+rounded once; bfloat16 on a CPU with AVX512-BF16 runs the bf16 kernels, see test_bf16.py), its
+accuracy against float32, and the Keras mixed-precision policies (layer, Bidirectional, training
+with the demo)."""
 import numpy as np
 import pytest
 
@@ -37,12 +38,20 @@ def f32(a):
     return np.asarray(tf.cast(a, tf.float32))
 
 
+@pytest.fixture
+def widened_bf16(monkeypatch):
+    """bfloat16 through the float32 kernels (what reset_lstm does without AVX512-BF16 or with
+    a GPU; tests/test_bf16.py covers the bf16 kernels)."""
+    monkeypatch.setattr(resetlstm.ops, "_NATIVE_BF16", False)
+
+
 @pytest.mark.parametrize("half", HALF)
 @pytest.mark.parametrize("mode", ["eager", "function"])
-def test_half_op_is_the_float32_kernel_rounded_once(half, mode):
-    """Half arguments are widened, the float32 kernel runs, results are rounded back: the outputs
-    and every gradient are bit-identical to the float32 op on the widened arguments, rounded to
-    the half type, and come back in the arguments' dtype."""
+def test_half_op_is_the_float32_kernel_rounded_once(half, mode, widened_bf16):
+    """Widened half arguments (float16 always, bfloat16 where the bf16 kernels are not used):
+    the float32 kernel runs, results are rounded back: the outputs and every gradient are
+    bit-identical to the float32 op on the widened arguments, rounded to the half type, and
+    come back in the arguments' dtype."""
     p = make_problem(1, 5, 9, 6, 7, np.float32, resets=True, state=True, mask=True,
                      dropout=True)
     ph = as_dtype(p, half)

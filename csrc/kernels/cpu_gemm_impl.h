@@ -4,6 +4,7 @@
 // inside an ISA-specific namespace, and compiled with that ISA's flags.
 //
 // C[M,N] (+)= op(A)[M,K] * op(B)[K,N], row-major with leading dimensions; op = transpose or not.
+// A and B are T (float, double or bf16); C is acc_t<T> (float for bf16).
 #pragma once
 
 #include <algorithm>
@@ -12,7 +13,11 @@
 #include <cstring>
 #include <new>
 
+#include "cpu_numeric.h"
 #include "cpu_parallel.h"
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #ifndef RLSTM_VECTOR_BYTES
 #error "define RLSTM_VECTOR_BYTES (16, 32 or 64) before including cpu_gemm_impl.h"
@@ -27,16 +32,21 @@ struct VecOf {
   typedef T type __attribute__((vector_size(BYTES)));
 };
 
-// Blocking parameters per scalar type for this vector width.
+// Blocking parameters per operand type for this vector width. bf16 operands are packed in
+// k-pairs (KP = 2: element (k, j) of a B panel at ((k / 2) * NR + j) * 2 + k % 2), the layout
+// vdpbf16ps reads; float and double have KP = 1. C and the accumulators are acc_t<T>.
 template <typename T>
 struct Blocking {
-  static constexpr int kLanes = RLSTM_VECTOR_BYTES / sizeof(T);
+  using Acc = acc_t<T>;
+  static constexpr int KP = sizeof(T) == 2 ? 2 : 1;  // k values per packed group
+  static constexpr int kLanes = RLSTM_VECTOR_BYTES / sizeof(Acc);
   static constexpr int kNV = 2;                     // vectors per micro-tile row
   static constexpr int NR = kNV * kLanes;           // micro-tile columns
   static constexpr int MR = RLSTM_VECTOR_BYTES == 64 ? 8 : 6;  // micro-tile rows
   static constexpr int KC = 32768 / (NR * sizeof(T));  // B micro-panel 32 KiB (measured best)
   static constexpr int MC = 16 * MR;                // rows of A packed at once (L2)
-  using V = typename VecOf<T, RLSTM_VECTOR_BYTES>::type;
+  using V = typename VecOf<Acc, RLSTM_VECTOR_BYTES>::type;
+  static_assert(KC % KP == 0, "KC must hold whole k groups");
 };
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -62,61 +72,100 @@ T* thread_scratch(int64_t elements) {
   return buffer.data;
 }
 
-// Packs op(A)[m, kc] (rows row0.., cols k0..) into ceil(m/MR) panels of kc x MR, zero padded.
+// Position of element (k, lane) in a packed panel `width` lanes wide (MR for A, NR for B).
+template <typename T>
+inline int64_t packed_index(int64_t k, int lane, int width) {
+  constexpr int KP = Blocking<T>::KP;
+  return ((k / KP) * width + lane) * KP + k % KP;
+}
+
+// Packs op(A)[m, kc] (rows row0.., cols k0..) into ceil(m/MR) panels of kc' x MR, kc' = kc
+// rounded up to whole k groups, zero padded.
 template <typename T>
 void pack_a(bool trans, const T* A, int64_t lda, int64_t m, int64_t kc, T* out) {
-  constexpr int MR = Blocking<T>::MR;
+  constexpr int MR = Blocking<T>::MR, KP = Blocking<T>::KP;
+  const int64_t kcp = round_up(kc, KP);
   for (int64_t p = 0; p < m; p += MR) {
     const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
-    T* dst = out + p * kc;
+    T* dst = out + p * kcp;
     if (!trans) {
       for (int i = 0; i < rows; ++i) {
         const T* src = A + (p + i) * lda;
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = src[k];
+        for (int64_t k = 0; k < kc; ++k) dst[packed_index<T>(k, i, MR)] = src[k];
       }
-      for (int i = rows; i < MR; ++i)
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = T(0);
     } else {  // op(A)(r, k) = A[k * lda + r]: each k reads MR contiguous values
       for (int64_t k = 0; k < kc; ++k) {
         const T* src = A + k * lda + p;
-        for (int i = 0; i < rows; ++i) dst[k * MR + i] = src[i];
-        for (int i = rows; i < MR; ++i) dst[k * MR + i] = T(0);
+        for (int i = 0; i < rows; ++i) dst[packed_index<T>(k, i, MR)] = src[i];
       }
     }
+    for (int i = rows; i < MR; ++i)
+      for (int64_t k = 0; k < kcp; ++k) dst[packed_index<T>(k, i, MR)] = T{};
+    for (int64_t k = kc; k < kcp; ++k)
+      for (int i = 0; i < rows; ++i) dst[packed_index<T>(k, i, MR)] = T{};
   }
 }
 
-// Packs op(B)[kc, n] into ceil(n/NR) panels of kc x NR, zero padded.
+// Packs op(B)[kc, n] into ceil(n/NR) panels of kc' x NR, zero padded.
 template <typename T>
 void pack_b(bool trans, const T* B, int64_t ldb, int64_t kc, int64_t n, T* out) {
-  constexpr int NR = Blocking<T>::NR;
+  constexpr int NR = Blocking<T>::NR, KP = Blocking<T>::KP;
+  const int64_t kcp = round_up(kc, KP);
   for (int64_t q = 0; q < n; q += NR) {
     const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
-    T* dst = out + q * kc;
+    T* dst = out + q * kcp;
     if (!trans) {
       for (int64_t k = 0; k < kc; ++k) {
         const T* src = B + k * ldb + q;
-        for (int j = 0; j < cols; ++j) dst[k * NR + j] = src[j];
-        for (int j = cols; j < NR; ++j) dst[k * NR + j] = T(0);
+        for (int j = 0; j < cols; ++j) dst[packed_index<T>(k, j, NR)] = src[j];
       }
     } else {  // op(B)(k, c) = B[c * ldb + k]
       for (int j = 0; j < cols; ++j) {
         const T* src = B + (q + j) * ldb;
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+        for (int64_t k = 0; k < kc; ++k) dst[packed_index<T>(k, j, NR)] = src[k];
       }
-      for (int j = cols; j < NR; ++j)
-        for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
     }
+    for (int64_t k = 0; k < kcp; ++k)
+      for (int j = k < kc ? cols : 0; j < NR; ++j) dst[packed_index<T>(k, j, NR)] = T{};
   }
 }
 
-// C[m<=MR, n<=NR] (+)= A[m x kc] * b_panel[kc x NR], accumulators in registers. A element
-// (i, k) is at a[i * a_rs + k * a_ks]: a packed panel (a_rs = 1, a_ks = MR) or rows read in place
-// (a_rs = lda, a_ks = 1; rows past m repeat row m - 1 and are not stored).
+// Writes (or adds) an MR x NR register tile to C[m, n].
+template <typename Acc, typename V, int MR, int NV>
+inline void store_tile(V (&acc)[MR][NV], Acc* __restrict c, int64_t ldc, bool accumulate, int m,
+                       int n) {
+  constexpr int L = sizeof(V) / sizeof(Acc), NR = NV * L;
+  if (m == MR && n == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        Acc* dst = c + i * ldc + v * L;
+        if (accumulate) {
+          V old;
+          std::memcpy(&old, dst, sizeof(V));
+          acc[i][v] += old;
+        }
+        std::memcpy(dst, &acc[i][v], sizeof(V));
+      }
+  } else {
+    alignas(64) Acc tile[MR * NR];
+    std::memcpy(tile, acc, sizeof tile);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j)
+        c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+  }
+}
+
+// C[m<=MR, n<=NR] (+)= A[m x kc] * b_panel[kc x NR], accumulators in registers. Group g (KP
+// consecutive k) of row i of A is at a + i * a_rs + g * a_gs: a packed panel (a_rs = KP,
+// a_gs = KP * MR) or rows read in place (a_rs = lda, a_gs = KP; rows past m repeat row m - 1
+// and are not stored). A packed panel has kc rounded up to whole groups; rows read in place may
+// end in a partial group (bf16, odd kc), which is read element by element.
 template <typename T>
-void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_ks,
-                  const T* __restrict b, T* __restrict c, int64_t ldc, bool accumulate, int m,
-                  int n) {
+void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
+                  const T* __restrict b, acc_t<T>* __restrict c, int64_t ldc, bool accumulate,
+                  int m, int n) {
   using Bk = Blocking<T>;
   using V = typename Bk::V;
   constexpr int MR = Bk::MR, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
@@ -128,54 +177,94 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_ks,
   const T* rows[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) rows[i] = a + std::min(i, m - 1) * a_rs;
-  for (int64_t k = 0; k < kc; ++k) {
-    V bv[NV];
+  if constexpr (Bk::KP == 1) {
+    for (int64_t k = 0; k < kc; ++k) {
+      V bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
+      for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * L, sizeof(V));
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const V av = rows[i][k * a_ks] - V{};  // a broadcast (x - 0 == x for every x)
+      for (int i = 0; i < MR; ++i) {
+        const V av = rows[i][k * a_gs] - V{};  // a broadcast (x - 0 == x for every x)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
+        for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
+      }
     }
-  }
-  if (m == MR && n == NR) {
+  } else {
+    // bf16: each 32-bit lane of a B group vector holds the pair (k, k+1) of one column; A's pair
+    // is broadcast to every lane. A trailing single k is read alone, its partner zero.
+    const int64_t groups = kc / 2;
+    const bool tail = kc % 2 != 0;
+    auto a_pair = [&](int i, int64_t g) -> uint32_t {
+      uint32_t pair;
+      if (g < groups) {
+        std::memcpy(&pair, rows[i] + g * a_gs, sizeof pair);
+      } else {
+        pair = rows[i][g * a_gs].bits;
+      }
+      return pair;
+    };
+    for (int64_t g = 0; g < groups + (tail ? 1 : 0); ++g) {
+#if defined(__AVX512BF16__)
+      static_assert(NV * L * 4 == NV * 64, "vdpbf16ps path assumes 512-bit vectors");
+      __m512bh bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        bv[v] = (__m512bh)_mm512_loadu_si512(b + (g * NR + v * L) * 2);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
+      for (int i = 0; i < MR; ++i) {
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a_pair(i, g)));
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          __m512 x;
+          std::memcpy(&x, &acc[i][v], sizeof x);
+          x = _mm512_dpbf16_ps(x, av, bv[v]);
+          std::memcpy(&acc[i][v], &x, sizeof x);
+        }
+      }
+#else
+      using U = typename VecOf<uint32_t, RLSTM_VECTOR_BYTES>::type;
+      V b_lo[NV], b_hi[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        T* dst = c + i * ldc + v * L;
-        if (accumulate) {
-          V old;
-          std::memcpy(&old, dst, sizeof(V));
-          acc[i][v] += old;
-        }
-        std::memcpy(dst, &acc[i][v], sizeof(V));
+        U u;
+        std::memcpy(&u, b + (g * NR + v * L) * 2, sizeof u);
+        const U lo = u << 16, hi = u & 0xFFFF0000u;
+        std::memcpy(&b_lo[v], &lo, sizeof lo);
+        std::memcpy(&b_hi[v], &hi, sizeof hi);
       }
-  } else {
-    alignas(64) T tile[MR * NR];
-    std::memcpy(tile, acc, sizeof tile);
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j)
-        c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const uint32_t pair = a_pair(i, g);
+        const uint32_t lo_bits = pair << 16, hi_bits = pair & 0xFFFF0000u;
+        float lo, hi;
+        std::memcpy(&lo, &lo_bits, sizeof lo);
+        std::memcpy(&hi, &hi_bits, sizeof hi);
+        const V a_lo = lo - V{}, a_hi = hi - V{};
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] += a_lo * b_lo[v] + a_hi * b_hi[v];
+      }
+#endif
+    }
   }
+  store_tile<acc_t<T>, V, MR, NV>(acc, c, ldc, accumulate, m, n);
 }
 
 // C[m, n] (+)= A block [m x kc] * packed B block [kc x n]. A is packed (lda = 0) or read in
 // place from rows lda apart.
 template <typename T>
 void macro_kernel(int64_t m, int64_t n, int64_t kc, const T* a, int64_t lda, const T* b_packed,
-                  T* c, int64_t ldc, bool accumulate) {
-  constexpr int MR = Blocking<T>::MR, NR = Blocking<T>::NR;
+                  acc_t<T>* c, int64_t ldc, bool accumulate) {
+  constexpr int MR = Blocking<T>::MR, NR = Blocking<T>::NR, KP = Blocking<T>::KP;
+  const int64_t kcp = round_up(kc, KP);
   for (int64_t q = 0; q < n; q += NR) {  // one B micro-panel stays in L1 across all A panels
     const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
     for (int64_t p = 0; p < m; p += MR) {
       const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
       if (lda == 0)
-        micro_kernel(kc, a + p * kc, 1, MR, b_packed + q * kc, c + p * ldc + q, ldc, accumulate,
-                     rows, cols);
+        micro_kernel(kcp, a + p * kcp, KP, KP * MR, b_packed + q * kcp, c + p * ldc + q, ldc,
+                     accumulate, rows, cols);
       else
-        micro_kernel(kc, a + p * lda, lda, 1, b_packed + q * kc, c + p * ldc + q, ldc,
+        micro_kernel(kc, a + p * lda, lda, KP, b_packed + q * kcp, c + p * ldc + q, ldc,
                      accumulate, rows, cols);
     }
   }
@@ -192,7 +281,7 @@ struct PackedB {
 // Layout: for each KC chunk pc, the chunk's ceil(N/NR) panels of kc x NR.
 template <typename T>
 int64_t packed_b_size(int64_t K, int64_t N) {
-  return K * round_up(N, Blocking<T>::NR);
+  return round_up(K, Blocking<T>::KP) * round_up(N, Blocking<T>::NR);
 }
 
 template <typename T>
@@ -211,14 +300,14 @@ PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t
 
 // C[M, N] (+)= A[M, K] * packed B, on the calling thread (called from inside a task).
 template <typename T>
-void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B, T* C,
+void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B, acc_t<T>* C,
                         int64_t ldc, bool accumulate) {
   constexpr int KC = Blocking<T>::KC, MC = Blocking<T>::MC, NR = Blocking<T>::NR;
   const int64_t K = B.K, N = B.N, n_pad = round_up(N, NR);
   if (M <= 0 || N <= 0) return;
   if (K == 0) {
     if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, acc_t<T>(0));
     return;
   }
   // A is read in place: an MR x KC sliver of it stays in L1 across all of B's panels, so
@@ -237,7 +326,8 @@ void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B,
 
 template <typename T>
 void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-          const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+          const T* A, int64_t lda, const T* B, int64_t ldb, acc_t<T>* C, int64_t ldc,
+          bool accumulate) {
   using Bk = Blocking<T>;
   constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
   if (M <= 0 || N <= 0) return;
@@ -259,10 +349,10 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
   runner.run(mt * nt, [&](int64_t task) {
     const int64_t i0 = (task / nt) * mc, j0 = (task % nt) * nc;
     const int64_t m = std::min(mc, M - i0), n = std::min(nc, N - j0);
-    T* c = C + i0 * ldc + j0;
+    acc_t<T>* c = C + i0 * ldc + j0;
     if (K == 0) {
       if (!accumulate)
-        for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+        for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, acc_t<T>(0));
       return;
     }
     // A row-major A is read in place (its MR x KC slivers stay in L1 across B's panels); only a

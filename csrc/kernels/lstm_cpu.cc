@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace resetlstm {
 namespace cpu {
@@ -27,15 +28,22 @@ RLSTM_DECLARE_ISA(avx2)
 #if defined(RLSTM_HAVE_AVX512)
 RLSTM_DECLARE_ISA(avx512)
 #endif
+#if defined(RLSTM_HAVE_AVX512BF16)
+RLSTM_DECLARE_ISA(avx512bf16)
+#endif
 
 namespace {
 
 enum class Isa { kGeneric, kAvx2, kAvx512 };
 
+// RESETLSTM_ISA=generic|avx2|avx512|avx512_bf16 caps the choice (for testing the fallbacks;
+// avx512 and below run bf16 GEMMs emulated).
+const char* isa_cap() { return std::getenv("RESETLSTM_ISA"); }
+
 Isa detect() {
-  // RESETLSTM_ISA=generic|avx2|avx512 caps the choice (for testing the fallbacks).
-  const char* cap = std::getenv("RESETLSTM_ISA");
-  const bool allow_avx512 = !cap || std::strcmp(cap, "avx512") == 0;
+  const char* cap = isa_cap();
+  const bool allow_avx512 =
+      !cap || std::strcmp(cap, "avx512") == 0 || std::strcmp(cap, "avx512_bf16") == 0;
   const bool allow_avx2 = allow_avx512 || (cap && std::strcmp(cap, "avx2") == 0);
 #if defined(RLSTM_HAVE_AVX512)
   if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
@@ -54,10 +62,34 @@ Isa isa() {
   return chosen;
 }
 
+bool detect_dpbf16() {
+#if defined(RLSTM_HAVE_AVX512BF16)
+  const char* cap = isa_cap();
+  return isa() == Isa::kAvx512 && (!cap || std::strcmp(cap, "avx512_bf16") == 0) &&
+         __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+bool dpbf16() {
+  static const bool chosen = detect_dpbf16();
+  return chosen;
+}
+
 }  // namespace
+
+#if defined(RLSTM_HAVE_AVX512BF16)
+#define RLSTM_DISPATCH_BF16(CALL)      \
+  if constexpr (std::is_same_v<T, bf16>) \
+    if (dpbf16()) return avx512bf16::CALL;
+#else
+#define RLSTM_DISPATCH_BF16(CALL)
+#endif
 
 #if defined(RLSTM_HAVE_AVX512) && defined(RLSTM_HAVE_AVX2)
 #define RLSTM_DISPATCH(CALL)                               \
+  RLSTM_DISPATCH_BF16(CALL)                                \
   switch (isa()) {                                         \
     case Isa::kAvx512: return avx512::CALL;                \
     case Isa::kAvx2: return avx2::CALL;                    \
@@ -92,8 +124,12 @@ const char* selected_isa() {
   }
 }
 
+const char* bf16_gemm() { return dpbf16() ? "avx512_bf16" : "emulated"; }
+
 const char* compiled_isas() {
-#if defined(RLSTM_HAVE_AVX512) && defined(RLSTM_HAVE_AVX2)
+#if defined(RLSTM_HAVE_AVX512BF16)
+  return "avx512_bf16,avx512,avx2,generic";
+#elif defined(RLSTM_HAVE_AVX512) && defined(RLSTM_HAVE_AVX2)
   return "avx512,avx2,generic";
 #else
   return "generic";
@@ -108,6 +144,10 @@ template void forward<float>(const TaskRunner&, const ForwardArgs<float>&, float
 template void forward<double>(const TaskRunner&, const ForwardArgs<double>&, double*);
 template void backward<float>(const TaskRunner&, const BackwardArgs<float>&, float*);
 template void backward<double>(const TaskRunner&, const BackwardArgs<double>&, double*);
+template int64_t forward_workspace_size<bf16>(const Dims&, bool);
+template int64_t backward_workspace_size<bf16>(const Dims&, bool);
+template void forward<bf16>(const TaskRunner&, const ForwardArgs<bf16>&, bf16*);
+template void backward<bf16>(const TaskRunner&, const BackwardArgs<bf16>&, bf16*);
 
 }  // namespace cpu
 }  // namespace resetlstm

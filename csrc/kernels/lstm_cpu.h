@@ -13,6 +13,14 @@
 namespace resetlstm {
 namespace cpu {
 
+// bfloat16 as stored by TensorFlow, Eigen and ml_dtypes: the upper 16 bits of a float32. The
+// kernels take bf16 inputs, weights and outputs and compute in float32: float32 GEMM
+// accumulation, float32 cell state within the sequence, float32 gate math; values are rounded
+// to bf16 (to nearest even) where they are stored.
+struct bf16 {
+  uint16_t bits;
+};
+
 struct Dims {
   int64_t B = 0, T = 0, I = 0, H = 0;
   bool time_major = false;
@@ -68,7 +76,8 @@ struct BackwardArgs {
 // not scaled. m holds 0 or 1/(1-rate) for inverted dropout, but any values are allowed; it gets
 // no gradient.
 //
-// Scratch memory the caller provides, in elements of T; the kernels allocate nothing.
+// Scratch memory the caller provides, in elements of T (bf16: 2-byte units, part of it used
+// as float32); the kernels allocate nothing.
 // The workspace pointer must be 64-byte aligned.
 template <typename T>
 int64_t forward_workspace_size(const Dims& dims, bool training);
@@ -84,6 +93,10 @@ void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspac
 // and the ones compiled in.
 const char* selected_isa();
 const char* compiled_isas();
+// How bf16 GEMMs run on this CPU: "avx512_bf16" (vdpbf16ps: two bf16 products per float32 lane
+// per instruction) or "emulated" (bf16 widened to float32, float32 FMAs: same results up to
+// summation order, float32 speed, half the memory traffic).
+const char* bf16_gemm();
 
 }  // namespace cpu
 }  // namespace resetlstm

@@ -10,13 +10,20 @@
 //
 // A reset selects zero for the state (and for the gradient crossing it); it never multiplies by
 // zero, so a NaN or Inf in one document cannot leak into the next one of the same row.
+//
+// Storage type T (float, double, bf16) vs compute type A = acc_t<T> (bf16 computes in float):
+// GEMMs take T operands and accumulate into A; the running state, the pre-activations and the
+// gate math are A; what the op returns or saves (outputs, gates, cells, gradients) is T.
+// For float and double T == A and the A buffers alias the outputs, as they always did.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu_gemm_impl.h"
+#include "cpu_numeric.h"
 #include "lstm_cell.h"
 #include "lstm_cpu.h"
 #include "static_switch.h"
@@ -42,31 +49,74 @@ int64_t slab_rows(int64_t B, int threads) {
   return round_up(ceil_div(B, slabs), MR);
 }
 
-// Forward workspace: the packed recurrent kernel, then the pre-activations when they are not
-// kept (inference), then the dropout-scaled recurrent input m * h [B,H] (used only with a
-// recurrent dropout mask; reserved always, it is small).
-template <typename T>
-int64_t forward_workspace_size(const Dims& d, bool training) {
-  const int64_t align = 64 / sizeof(T);
-  const int64_t packed = round_up(packed_b_size<T>(d.H, 4 * d.H), align);
-  return packed + (training ? 0 : round_up(d.B * d.T * 4 * d.H, align)) + d.B * d.H;
-}
+// Carves typed, 64-byte aligned arrays out of a workspace; with a null base it only counts
+// the bytes, so the size functions and the kernels share one layout.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename U>
+  U* take(int64_t n, bool wanted = true) {
+    if (!wanted) return nullptr;
+    U* p = base_ ? reinterpret_cast<U*>(base_ + used_) : nullptr;
+    used_ += round_up(n * static_cast<int64_t>(sizeof(U)), 64);
+    return p;
+  }
+  int64_t bytes() const { return used_; }
+
+ private:
+  char* base_;
+  int64_t used_ = 0;
+};
 
 template <typename T>
-int64_t backward_workspace_size(const Dims& d, bool has_mask) {
-  const int64_t align = 64 / sizeof(T);
-  const int64_t BT = d.B * d.T;
-  return round_up(packed_b_size<T>(4 * d.H, d.H), align) + round_up(BT * 4 * d.H, align) +
-         round_up(BT * d.H, align) + (has_mask ? d.B * d.H : 0);
-}
+constexpr bool kWidened = !std::is_same_v<T, acc_t<T>>;  // bf16: computes in float
 
 // ---- forward --------------------------------------------------------------------------------
 
 template <typename T>
 struct ForwardPlan : ForwardArgs<T> {
-  T* gates_or_workspace = nullptr;  // [B,T,4H]
-  T* h_dropped = nullptr;           // [B,H] m * h, the recurrent GEMM's input (dropout only)
+  using A = acc_t<T>;
+  PackedB<T> rk;        // recurrent kernel, packed once
+  A* z = nullptr;       // [B,T,4H] pre-activations; for float training, the gates output itself
+  A* h = nullptr;       // [B,H] running state (post-reset); float: h_final itself
+  A* c = nullptr;       // [B,H]                            float: c_final itself
+  T* h_gemm = nullptr;  // [B,H] the recurrent GEMM's input: (m *) h as T; float without
+                        // dropout: h itself
 };
+
+// Workspace: the packed recurrent kernel; the pre-activations unless they are the gates output
+// (float training); widened types: the float state; a separate GEMM input when it differs from
+// the state (recurrent dropout, or a widened type).
+template <typename T>
+void forward_layout(const Dims& d, bool training, bool dropout, void* base, ForwardPlan<T>* plan,
+                    int64_t* bytes) {
+  using A = acc_t<T>;
+  Carver w(base);
+  T* packed = w.take<T>(packed_b_size<T>(d.H, 4 * d.H));
+  A* z = w.take<A>(d.B * d.T * 4 * d.H, !training || kWidened<T>);
+  A* h = w.take<A>(d.B * d.H, kWidened<T>);
+  A* c = w.take<A>(d.B * d.H, kWidened<T>);
+  T* h_gemm = w.take<T>(d.B * d.H, dropout || kWidened<T>);
+  *bytes = w.bytes();
+  if (!plan) return;
+  plan->rk.data = packed;
+  if constexpr (kWidened<T>) {
+    plan->z = z, plan->h = h, plan->c = c;
+  } else {
+    plan->z = training ? plan->gates : z;
+    plan->h = plan->h_final, plan->c = plan->c_final;
+  }
+  plan->h_gemm = h_gemm;
+  if constexpr (!kWidened<T>)
+    if (!h_gemm) plan->h_gemm = plan->h;
+}
+
+template <typename T>
+int64_t forward_workspace_size(const Dims& d, bool training) {
+  int64_t bytes;
+  forward_layout<T>(d, training, /*dropout=*/true, nullptr, nullptr, &bytes);
+  return ceil_div(bytes, sizeof(T));
+}
 
 // Whether step t of row b runs the cell (it does unless the mask skips it); `a` is a forward
 // or backward plan.
@@ -75,81 +125,108 @@ inline bool step_active(const Plan& a, const RowIndex& row, int64_t b, int64_t t
   return !kHasMask || a.mask[row(b, t)];
 }
 
-// h_dropped[j] = m[j] * h[j] for one row (recurrent dropout only; a separate pass keeps the
-// cell loop free of the extra stream).
-template <typename T>
-inline void scale_row(const T* m, const T* h, int64_t H, T* out) {
+// out[j] = m[j] * h[j] for one row (recurrent dropout: a separate pass keeps the cell loop free
+// of the extra stream), in the types each side needs.
+template <typename M, typename H, typename O>
+inline void scale_row(const M* m, const H* h, int64_t n, O* out) {
 #pragma GCC ivdep
-  for (int64_t j = 0; j < H; ++j) out[j] = m[j] * h[j];
+  for (int64_t j = 0; j < n; ++j) out[j] = from_acc<O>(to_acc(m[j]) * to_acc(h[j]));
 }
 
-// One step's elementwise pass for row b: z (in `gates`, holding x W + h R) -> gates, c, h, y;
-// then the state for the next step, with the next step's reset already applied.
+// The recurrent GEMM's input for one row when it is not the state itself: (m *) h as T.
+template <typename T>
+inline void gemm_input_row(const T* m, const acc_t<T>* h, int64_t n, T* out) {
+  if (m) {
+    scale_row(m, h, n, out);
+  } else {
+#pragma GCC ivdep
+    for (int64_t j = 0; j < n; ++j) out[j] = from_acc<T>(h[j]);
+  }
+}
+
+// One step's elementwise pass for row b: z (x W + h R) -> gates, c, h, y; then the state for
+// the next step, with the next step's reset already applied.
 template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
 inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64_t b, int64_t t,
-                             T* h, T* c) {
+                             acc_t<T>* h, acc_t<T>* c) {
+  using A = acc_t<T>;
   const int64_t H = a.dims.H;
   const int64_t r = row(b, t);
-  T* z = a.gates_or_workspace + r * 4 * H;
+  const A* z = a.z + r * 4 * H;
   T* y = a.outputs + r * H;
   const bool active = step_active<kHasMask>(a, row, b, t);
   const bool reset_next = kHasResets && t + 1 < a.dims.T && a.resets[row(b, t + 1)];
   if (active) {
     const T* bias = a.bias;
+    // For float training the gates overwrite z in place (same index, read first).
+    T* g = kTraining ? a.gates + r * 4 * H : nullptr;
     T* cells = kTraining ? a.cells + r * H : nullptr;
 #pragma GCC ivdep
     for (int64_t j = 0; j < H; ++j) {
-      T gi, gf, gg, go, cn, hn;
-      cell_forward(z[j] + bias[j], z[H + j] + bias[H + j], z[2 * H + j] + bias[2 * H + j],
-                   z[3 * H + j] + bias[3 * H + j], c[j], &gi, &gf, &gg, &go, &cn, &hn);
-      z[j] = gi;
-      z[H + j] = gf;
-      z[2 * H + j] = gg;
-      z[3 * H + j] = go;
-      if (kTraining) cells[j] = cn;
-      y[j] = hn;
-      h[j] = reset_next ? T(0) : hn;
-      c[j] = reset_next ? T(0) : cn;
+      A gi, gf, gg, go, cn, hn;
+      cell_forward(z[j] + to_acc(bias[j]), z[H + j] + to_acc(bias[H + j]),
+                   z[2 * H + j] + to_acc(bias[2 * H + j]), z[3 * H + j] + to_acc(bias[3 * H + j]),
+                   c[j], &gi, &gf, &gg, &go, &cn, &hn);
+      if (kTraining) {
+        g[j] = from_acc<T>(gi);
+        g[H + j] = from_acc<T>(gf);
+        g[2 * H + j] = from_acc<T>(gg);
+        g[3 * H + j] = from_acc<T>(go);
+        cells[j] = from_acc<T>(cn);
+      }
+      y[j] = from_acc<T>(hn);
+      h[j] = hn;
+      c[j] = cn;
+    }
+    // Applied after the loop: a select on a loop-invariant flag inside it kept GCC from
+    // vectorizing the whole cell (1.6x slower forward with any resets on Zen 5).
+    if (reset_next) {
+      std::fill(h, h + H, A(0));
+      std::fill(c, c + H, A(0));
     }
   } else {  // masked: state carried, output repeats the previous output (zeros before any)
     const T* y_prev = t > 0 ? a.outputs + row(b, t - 1) * H : nullptr;
     for (int64_t j = 0; j < H; ++j) {
-      y[j] = y_prev ? y_prev[j] : T(0);
-      if (kTraining) a.cells[r * H + j] = c[j];
-      if (reset_next) h[j] = c[j] = T(0);
+      y[j] = y_prev ? y_prev[j] : T{};
+      if (kTraining) a.cells[r * H + j] = from_acc<T>(c[j]);
+      if (reset_next) h[j] = c[j] = A(0);
     }
   }
 }
 
 template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
-void forward_slab(const ForwardPlan<T>& a, const PackedB<T>& rk, int64_t b0, int64_t b1) {
+void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
+  using A = acc_t<T>;
   const Dims& d = a.dims;
   const int64_t H = d.H;
   const RowIndex row{d.B, d.T, d.time_major};
-  // h_final / c_final hold the running state: the state entering the next step (post-reset).
-  T* h = a.h_final;
-  T* c = a.c_final;
-  // With recurrent dropout the GEMM reads m * h, kept beside the state.
+  A* h = a.h;
+  A* c = a.c;
   const T* m = a.recurrent_dropout_mask;
-  T* h_gemm = m ? a.h_dropped : h;
+  const bool separate_input = static_cast<void*>(a.h_gemm) != static_cast<void*>(h);
   for (int64_t b = b0; b < b1; ++b) {
     const bool reset0 = kHasResets && d.T > 0 && a.resets[row(b, 0)];
     for (int64_t j = 0; j < H; ++j) {
-      h[b * H + j] = a.h0 && !reset0 ? a.h0[b * H + j] : T(0);
-      c[b * H + j] = a.c0 && !reset0 ? a.c0[b * H + j] : T(0);
+      h[b * H + j] = a.h0 && !reset0 ? to_acc(a.h0[b * H + j]) : A(0);
+      c[b * H + j] = a.c0 && !reset0 ? to_acc(a.c0[b * H + j]) : A(0);
     }
-    if (m) scale_row(m + b * H, h + b * H, H, h_gemm + b * H);
+    if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
   }
   const int64_t ldz = row.batch_stride() * 4 * H;
   for (int64_t t = 0; t < d.T; ++t) {
     // z[b0:b1, t] += (m *) h[b0:b1] @ recurrent_kernel
-    gemm_packed_serial(b1 - b0, h_gemm + b0 * H, H, rk, a.gates_or_workspace + row(b0, t) * 4 * H,
-                       ldz, /*accumulate=*/true);
+    gemm_packed_serial(b1 - b0, a.h_gemm + b0 * H, H, a.rk, a.z + row(b0, t) * 4 * H, ldz,
+                       /*accumulate=*/true);
     for (int64_t b = b0; b < b1; ++b) {
       forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, h + b * H, c + b * H);
-      if (m) scale_row(m + b * H, h + b * H, H, h_gemm + b * H);
+      if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
     }
   }
+  if constexpr (kWidened<T>)
+    for (int64_t i = b0 * H; i < b1 * H; ++i) {
+      a.h_final[i] = from_acc<T>(h[i]);
+      a.c_final[i] = from_acc<T>(c[i]);
+    }
 }
 
 template <typename T>
@@ -159,26 +236,19 @@ void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace)
   const bool training = args.gates != nullptr;
   ForwardPlan<T> plan;
   static_cast<ForwardArgs<T>&>(plan) = args;
-  const int64_t align = 64 / sizeof(T);
-  T* packed = workspace;
-  T* w = workspace + round_up(packed_b_size<T>(H, 4 * H), align);
-  if (training) {
-    plan.gates_or_workspace = args.gates;
-  } else {
-    plan.gates_or_workspace = w;
-    w += round_up(B * T_ * 4 * H, align);
-  }
-  plan.h_dropped = w;
+  int64_t bytes;
+  forward_layout<T>(d, training, args.recurrent_dropout_mask != nullptr, workspace, &plan, &bytes);
   // Hoisted input projection: z = inputs @ kernel for all B*T rows in one GEMM.
-  gemm(runner, false, false, B * T_, 4 * H, I, args.inputs, I, args.kernel, 4 * H,
-       plan.gates_or_workspace, 4 * H, /*accumulate=*/false);
-  const PackedB<T> rk = pack_b_full(runner, false, args.recurrent_kernel, 4 * H, H, 4 * H, packed);
+  gemm(runner, false, false, B * T_, 4 * H, I, args.inputs, I, args.kernel, 4 * H, plan.z, 4 * H,
+       /*accumulate=*/false);
+  plan.rk = pack_b_full(runner, false, args.recurrent_kernel, 4 * H, H, 4 * H,
+                        const_cast<T*>(plan.rk.data));
   const int64_t rows = slab_rows<T>(B, runner.num_threads());
   RLSTM_BOOL_SWITCH(args.resets != nullptr, kHasResets, [&] {
     RLSTM_BOOL_SWITCH(args.mask != nullptr, kHasMask, [&] {
       RLSTM_BOOL_SWITCH(training, kTraining, [&] {
         runner.run(ceil_div(B, rows), [&](int64_t s) {
-          forward_slab<T, kHasResets, kHasMask, kTraining>(plan, rk, s * rows,
+          forward_slab<T, kHasResets, kHasMask, kTraining>(plan, s * rows,
                                                            std::min(B, (s + 1) * rows));
         });
       });
@@ -190,12 +260,54 @@ void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace)
 
 template <typename T>
 struct BackwardPlan : BackwardArgs<T> {
+  using A = acc_t<T>;
   PackedB<T> rk_t;        // recurrent_kernel^T, packed
-  T* dz = nullptr;        // [B,T,4H] gradient wrt the pre-activations
+  T* dz = nullptr;        // [B,T,4H] gradient wrt the pre-activations (a GEMM operand: T)
   T* h_in = nullptr;      // [B,T,H]  recurrent input of each step (post-reset)
-  T* dy_carry = nullptr;  // [B,H]    with a mask: gradient reaching the previous output
+  A* dh = nullptr;        // [B,H]    running gradients; float: d_h0 / d_c0 themselves
+  A* dc = nullptr;
+  A* dy_carry = nullptr;  // [B,H]    with a mask: gradient reaching the previous output
+  A* d_kernel = nullptr;  // widened types: float results of the weight and input GEMMs,
+  A* d_rk = nullptr;      //   rounded into the outputs at the end; float: the outputs
+  A* d_inputs = nullptr;
 };
 
+template <typename T>
+void backward_layout(const Dims& d, bool has_mask, void* base, BackwardPlan<T>* plan,
+                     int64_t* bytes) {
+  using A = acc_t<T>;
+  const int64_t BT = d.B * d.T;
+  constexpr bool wide = kWidened<T>;
+  Carver w(base);
+  T* packed = w.take<T>(packed_b_size<T>(4 * d.H, d.H));
+  T* dz = w.take<T>(BT * 4 * d.H);
+  T* h_in = w.take<T>(BT * d.H);
+  A* dy_carry = w.take<A>(d.B * d.H, has_mask);
+  A* dh = w.take<A>(d.B * d.H, wide);
+  A* dc = w.take<A>(d.B * d.H, wide);
+  A* dk = w.take<A>(d.I * 4 * d.H, wide);
+  A* drk = w.take<A>(d.H * 4 * d.H, wide);
+  A* dx = w.take<A>(BT * d.I, wide);
+  *bytes = w.bytes();
+  if (!plan) return;
+  plan->rk_t.data = packed;
+  plan->dz = dz, plan->h_in = h_in, plan->dy_carry = dy_carry;
+  if constexpr (wide) {
+    plan->dh = dh, plan->dc = dc, plan->d_kernel = dk, plan->d_rk = drk, plan->d_inputs = dx;
+  } else {
+    plan->dh = plan->d_h0, plan->dc = plan->d_c0;
+    plan->d_kernel = plan->BackwardArgs<T>::d_kernel;
+    plan->d_rk = plan->d_recurrent_kernel;
+    plan->d_inputs = plan->BackwardArgs<T>::d_inputs;
+  }
+}
+
+template <typename T>
+int64_t backward_workspace_size(const Dims& d, bool has_mask) {
+  int64_t bytes;
+  backward_layout<T>(d, has_mask, nullptr, nullptr, &bytes);
+  return ceil_div(bytes, sizeof(T));
+}
 
 // Rebuilds the recurrent input h_in (post-reset h entering the step) of every step for rows
 // [b0, b1). Without a mask the state after a step is that step's output; with one, masked
@@ -211,19 +323,20 @@ void rebuild_recurrent_inputs(const BackwardPlan<T>& a, int64_t b0, int64_t b1) 
   for (int64_t b = b0; b < b1; ++b) {
     const bool reset0 = kHasResets && a.resets[row(b, 0)];
     T* first = a.h_in + row(b, 0) * H;
-    for (int64_t j = 0; j < H; ++j) first[j] = a.h0 && !reset0 ? a.h0[b * H + j] : T(0);
+    for (int64_t j = 0; j < H; ++j) first[j] = a.h0 && !reset0 ? a.h0[b * H + j] : T{};
     for (int64_t t = 0; t + 1 < d.T; ++t) {
       const int64_t r = row(b, t), rn = row(b, t + 1);
       T* next = a.h_in + rn * H;
       if (kHasResets && a.resets[rn]) {
-        for (int64_t j = 0; j < H; ++j) next[j] = T(0);
+        for (int64_t j = 0; j < H; ++j) next[j] = T{};
       } else if (!kHasMask) {
         const T* y = a.outputs + r * H;
         for (int64_t j = 0; j < H; ++j) next[j] = y[j];
       } else if (a.mask[r]) {
         const T* o = a.gates + r * 4 * H + 3 * H;
         const T* cell = a.cells + r * H;
-        for (int64_t j = 0; j < H; ++j) next[j] = cell_hidden(o[j], cell[j]);
+        for (int64_t j = 0; j < H; ++j)
+          next[j] = from_acc<T>(cell_hidden(to_acc(o[j]), to_acc(cell[j])));
       } else {
         const T* cur = a.h_in + r * H;
         for (int64_t j = 0; j < H; ++j) next[j] = cur[j];
@@ -239,17 +352,18 @@ void rebuild_recurrent_inputs(const BackwardPlan<T>& a, int64_t b0, int64_t b1) 
 
 template <typename T, bool kHasResets, bool kHasMask, bool kHasDy>
 void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
+  using A = acc_t<T>;
   const Dims& d = a.dims;
   const int64_t H = d.H;
   const RowIndex row{d.B, d.T, d.time_major};
-  // d_h0 / d_c0 hold the running gradients wrt the state leaving the current step.
-  T* dh = a.d_h0;
-  T* dc = a.d_c0;
+  // dh / dc hold the running gradients wrt the state leaving the current step.
+  A* dh = a.dh;
+  A* dc = a.dc;
   for (int64_t b = b0; b < b1; ++b)
     for (int64_t j = 0; j < H; ++j) {
-      dh[b * H + j] = a.d_h_final ? a.d_h_final[b * H + j] : T(0);
-      dc[b * H + j] = a.d_c_final ? a.d_c_final[b * H + j] : T(0);
-      if (kHasMask) a.dy_carry[b * H + j] = T(0);
+      dh[b * H + j] = a.d_h_final ? to_acc(a.d_h_final[b * H + j]) : A(0);
+      dc[b * H + j] = a.d_c_final ? to_acc(a.d_c_final[b * H + j]) : A(0);
+      if (kHasMask) a.dy_carry[b * H + j] = A(0);
     }
   const int64_t ldz = row.batch_stride() * 4 * H;
   for (int64_t t = d.T - 1; t >= 0; --t) {
@@ -258,39 +372,52 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
       // dh holds dz_{t+1} @ R^T (+ carried gradient); the step t+1 reset cut it if set.
       const bool reset_next = kHasResets && t + 1 < d.T && a.resets[row(b, t + 1)];
       const bool reset = kHasResets && a.resets[r];
-      T* dhb = dh + b * H;
-      T* dcb = dc + b * H;
+      A* dhb = dh + b * H;
+      A* dcb = dc + b * H;
       T* dz = a.dz + r * 4 * H;
       // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it
       // is m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
       if (a.recurrent_dropout_mask && t + 1 < d.T && step_active<kHasMask>(a, row, b, t + 1))
         scale_row(a.recurrent_dropout_mask + b * H, dhb, H, dhb);
       const T* dy = kHasDy ? a.d_outputs + r * H : nullptr;
-      T* dyc = kHasMask ? a.dy_carry + b * H : nullptr;
+      A* dyc = kHasMask ? a.dy_carry + b * H : nullptr;
       if (step_active<kHasMask>(a, row, b, t)) {
         const T* g = a.gates + r * 4 * H;
         const T* cell = a.cells + r * H;
         const T* c_prev = t > 0 ? a.cells + row(b, t - 1) * H : a.c0 ? a.c0 + b * H : nullptr;
+        if (kHasResets && reset) c_prev = nullptr;  // the step starts from c = 0
+        if (reset_next) std::fill(dhb, dhb + H, A(0));  // kept out of the loop: see forward
+        // Two instantiations rather than a select on c_prev in the loop, so both vectorize.
+        auto cell_loop = [&](auto has_c_in) {
 #pragma GCC ivdep
-        for (int64_t j = 0; j < H; ++j) {
-          T dh_t = reset_next ? T(0) : dhb[j];
-          if (kHasDy) dh_t += dy[j];
-          if (kHasMask) dh_t += dyc[j];
-          const T c_in = c_prev && !reset ? c_prev[j] : T(0);
-          T dc_in;
-          cell_backward(g[j], g[H + j], g[2 * H + j], g[3 * H + j], c_in, cell[j], dh_t, dcb[j],
-                        &dz[j], &dz[H + j], &dz[2 * H + j], &dz[3 * H + j], &dc_in);
-          dcb[j] = reset ? T(0) : dc_in;  // no gradient crosses a reset
-          dhb[j] = T(0);          // the GEMM below accumulates dz @ R^T here
-          if (kHasMask) dyc[j] = T(0);
-        }
+          for (int64_t j = 0; j < H; ++j) {
+            A dh_t = dhb[j];
+            if (kHasDy) dh_t += to_acc(dy[j]);
+            if (kHasMask) dh_t += dyc[j];
+            const A c_in = has_c_in ? to_acc(c_prev[j]) : A(0);
+            A dz_i, dz_f, dz_c, dz_o, dc_in;
+            cell_backward(to_acc(g[j]), to_acc(g[H + j]), to_acc(g[2 * H + j]),
+                          to_acc(g[3 * H + j]), c_in, to_acc(cell[j]), dh_t, dcb[j], &dz_i,
+                          &dz_f, &dz_c, &dz_o, &dc_in);
+            dz[j] = from_acc<T>(dz_i);
+            dz[H + j] = from_acc<T>(dz_f);
+            dz[2 * H + j] = from_acc<T>(dz_c);
+            dz[3 * H + j] = from_acc<T>(dz_o);
+            dcb[j] = dc_in;
+            dhb[j] = A(0);  // the GEMM below accumulates dz @ R^T here
+            if (kHasMask) dyc[j] = A(0);
+          }
+        };
+        if (c_prev) cell_loop(std::true_type{});
+        else cell_loop(std::false_type{});
+        if (reset) std::fill(dcb, dcb + H, A(0));  // no gradient crosses a reset
       } else if constexpr (kHasMask) {
         // Masked step: the state passes through, the output gradient goes to y_{t-1}.
-        for (int64_t j = 0; j < 4 * H; ++j) dz[j] = T(0);
+        for (int64_t j = 0; j < 4 * H; ++j) dz[j] = T{};
         for (int64_t j = 0; j < H; ++j) {
-          if (reset_next) dhb[j] = T(0);
-          if (reset) dcb[j] = T(0);
-          if (kHasDy) dyc[j] += dy[j];
+          if (reset_next) dhb[j] = A(0);
+          if (reset) dcb[j] = A(0);
+          if (kHasDy) dyc[j] += to_acc(dy[j]);
         }
       }
     }
@@ -302,28 +429,39 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
   // with recurrent dropout), and h_in of step 0 is h0, or zero after a reset.
   for (int64_t b = b0; b < b1; ++b) {
     if (kHasResets && d.T > 0 && a.resets[row(b, 0)]) {
-      for (int64_t j = 0; j < H; ++j) dh[b * H + j] = T(0);
+      for (int64_t j = 0; j < H; ++j) dh[b * H + j] = A(0);
     } else if (a.recurrent_dropout_mask && d.T > 0 && step_active<kHasMask>(a, row, b, 0)) {
       scale_row(a.recurrent_dropout_mask + b * H, dh + b * H, H, dh + b * H);
     }
   }
+  if constexpr (kWidened<T>)
+    for (int64_t i = b0 * H; i < b1 * H; ++i) {
+      a.d_h0[i] = from_acc<T>(dh[i]);
+      a.d_c0[i] = from_acc<T>(dc[i]);
+    }
+}
+
+// out[i] = from_acc(in[i]) over n values, in parallel (widened types' GEMM results).
+template <typename T>
+void round_into(const TaskRunner& runner, const acc_t<T>* in, int64_t n, T* out) {
+  const int64_t block = 1 << 16;
+  runner.run(ceil_div(n, block), [&](int64_t task) {
+    const int64_t i1 = std::min(n, (task + 1) * block);
+    for (int64_t i = task * block; i < i1; ++i) out[i] = from_acc<T>(in[i]);
+  });
 }
 
 template <typename T>
 void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspace) {
+  using A = acc_t<T>;
   const Dims& d = args.dims;
   const int64_t B = d.B, T_ = d.T, I = d.I, H = d.H, BT = B * T_;
-  const int64_t align = 64 / sizeof(T);
   BackwardPlan<T> plan;
   static_cast<BackwardArgs<T>&>(plan) = args;
-  T* w = workspace;
-  plan.rk_t = pack_b_full(runner, true, args.recurrent_kernel, 4 * H, 4 * H, H, w);
-  w += round_up(packed_b_size<T>(4 * H, H), align);
-  plan.dz = w;
-  w += round_up(BT * 4 * H, align);
-  plan.h_in = w;
-  w += round_up(BT * H, align);
-  plan.dy_carry = args.mask ? w : nullptr;
+  int64_t bytes;
+  backward_layout<T>(d, args.mask != nullptr, workspace, &plan, &bytes);
+  plan.rk_t = pack_b_full(runner, true, args.recurrent_kernel, 4 * H, 4 * H, H,
+                          const_cast<T*>(plan.rk_t.data));
 
   const int64_t rows = slab_rows<T>(B, runner.num_threads());
   RLSTM_BOOL_SWITCH(args.resets != nullptr, kHasResets, [&] {
@@ -339,22 +477,26 @@ void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspac
   });
 
   // Weight and input gradients: a few large GEMMs over all B*T rows.
-  gemm(runner, true, false, I, 4 * H, BT, args.inputs, I, plan.dz, 4 * H, args.d_kernel, 4 * H,
+  gemm(runner, true, false, I, 4 * H, BT, args.inputs, I, plan.dz, 4 * H, plan.d_kernel, 4 * H,
        false);
-  gemm(runner, true, false, H, 4 * H, BT, plan.h_in, H, plan.dz, 4 * H, args.d_recurrent_kernel,
-       4 * H, false);
-  gemm(runner, false, true, BT, I, 4 * H, plan.dz, 4 * H, args.kernel, 4 * H, args.d_inputs, I,
+  gemm(runner, true, false, H, 4 * H, BT, plan.h_in, H, plan.dz, 4 * H, plan.d_rk, 4 * H, false);
+  gemm(runner, false, true, BT, I, 4 * H, plan.dz, 4 * H, args.kernel, 4 * H, plan.d_inputs, I,
        false);
+  if constexpr (kWidened<T>) {
+    round_into(runner, plan.d_kernel, I * 4 * H, args.d_kernel);
+    round_into(runner, plan.d_rk, H * 4 * H, args.d_recurrent_kernel);
+    round_into(runner, plan.d_inputs, BT * I, args.d_inputs);
+  }
   // d_bias = column sums of dz.
   const int64_t cols = 4 * H, col_block = 256;
   runner.run(ceil_div(cols, col_block), [&](int64_t task) {
     const int64_t j0 = task * col_block, j1 = std::min(cols, j0 + col_block);
-    T* db = args.d_bias;
-    for (int64_t j = j0; j < j1; ++j) db[j] = T(0);
+    A sums[col_block] = {};
     for (int64_t r = 0; r < BT; ++r) {
       const T* dz = plan.dz + r * cols;
-      for (int64_t j = j0; j < j1; ++j) db[j] += dz[j];
+      for (int64_t j = j0; j < j1; ++j) sums[j - j0] += to_acc(dz[j]);
     }
+    for (int64_t j = j0; j < j1; ++j) args.d_bias[j] = from_acc<T>(sums[j - j0]);
   });
 }
 
@@ -364,8 +506,11 @@ void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspac
   template void forward<T>(const TaskRunner&, const ForwardArgs<T>&, T*);                   \
   template void backward<T>(const TaskRunner&, const BackwardArgs<T>&, T*);
 
+#if !defined(RLSTM_ONLY_BF16)
 RLSTM_INSTANTIATE(float)
 RLSTM_INSTANTIATE(double)
+#endif
+RLSTM_INSTANTIATE(bf16)
 #undef RLSTM_INSTANTIATE
 
 }  // namespace RLSTM_ISA

@@ -287,5 +287,7 @@ PYBIND11_MODULE(_native, m) {
       "Name of the process-wide C++ locale (std::locale::global); 'C' unless some library in the "
       "process changed it. A diagnostic (tools/diagnose_cpp_runtime.py).");
   m.def("compiled_isas", &cpu::compiled_isas, "SIMD instruction sets compiled in.");
+  m.def("bf16_gemm", &cpu::bf16_gemm,
+        "How bf16 GEMMs run on this CPU: 'avx512_bf16' (vdpbf16ps) or 'emulated'.");
   register_cuda_functions(m);
 }

@@ -21,6 +21,28 @@ using tensorflow::TensorShape;
 
 namespace {
 
+// A tensor's buffer as the kernels' element type (tensorflow::bfloat16 -> cpu::bf16: same
+// 16 bits).
+template <typename T>
+T* Data(Tensor* t) {
+  return reinterpret_cast<T*>(const_cast<char*>(t->tensor_data().data()));
+}
+template <typename T>
+const T* Data(const Tensor& t) {
+  return reinterpret_cast<const T*>(t.tensor_data().data());
+}
+
+// The kernels' element type for a TF dtype.
+template <typename TfT>
+struct KernelType {
+  using type = TfT;
+};
+template <>
+struct KernelType<tensorflow::bfloat16> {
+  using type = cpu::bf16;
+};
+static_assert(sizeof(tensorflow::bfloat16) == sizeof(cpu::bf16), "bfloat16 is 16 bits");
+
 Shape ToShape(const Tensor& t, bool present = true) {
   if (!present) return Shape::absent();
   Shape s;
@@ -65,7 +87,7 @@ struct OptionalFlags {
 
   template <typename T>
   const T* Optional(OpKernelContext* ctx, int index, bool used) const {
-    return used ? ctx->input(index).flat<T>().data() : nullptr;
+    return used ? Data<T>(ctx->input(index)) : nullptr;
   }
 };
 
@@ -73,19 +95,13 @@ TensorShape SequenceShape(const cpu::Dims& d, int64_t width) {
   return d.time_major ? TensorShape({d.T, d.B, width}) : TensorShape({d.B, d.T, width});
 }
 
-template <typename T>
-T* Data(Tensor* t) {
-  return t->flat<T>().data();
-}
-template <typename T>
-const T* Data(const Tensor& t) {
-  return t.flat<T>().data();
-}
 
 }  // namespace
 
-template <typename Device, typename T>
+template <typename Device, typename TfT>
 class ResetLSTMOp : public OpKernel {
+  using T = typename KernelType<TfT>::type;
+
  public:
   explicit ResetLSTMOp(OpKernelConstruction* ctx) : OpKernel(ctx), flags_(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("training", &training_));
@@ -126,7 +142,7 @@ class ResetLSTMOp : public OpKernel {
 
     Tensor workspace;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(
-                            DataTypeToEnum<T>::value,
+                            DataTypeToEnum<TfT>::value,
                             TensorShape({ForwardFunctor<Device, T>::WorkspaceSize(d, training)}),
                             &workspace));
     ForwardFunctor<Device, T>()(ctx, a, Data<T>(&workspace));
@@ -137,8 +153,10 @@ class ResetLSTMOp : public OpKernel {
   bool training_ = true;
 };
 
-template <typename Device, typename T>
+template <typename Device, typename TfT>
 class ResetLSTMGradOp : public OpKernel {
+  using T = typename KernelType<TfT>::type;
+
  public:
   explicit ResetLSTMGradOp(OpKernelConstruction* ctx) : OpKernel(ctx), flags_(ctx) {}
 
@@ -185,7 +203,7 @@ class ResetLSTMGradOp : public OpKernel {
     a.d_c0 = Data<T>(d_c0);
 
     Tensor workspace;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(DataTypeToEnum<T>::value,
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(DataTypeToEnum<TfT>::value,
                                            TensorShape({BackwardFunctor<Device, T>::WorkspaceSize(
                                                d, flags_.use_mask)}),
                                            &workspace));
@@ -206,6 +224,7 @@ class ResetLSTMGradOp : public OpKernel {
 
 RLSTM_REGISTER(tensorflow::DEVICE_CPU, CPUDevice, float)
 RLSTM_REGISTER(tensorflow::DEVICE_CPU, CPUDevice, double)
+RLSTM_REGISTER(tensorflow::DEVICE_CPU, CPUDevice, tensorflow::bfloat16)
 
 #if GOOGLE_CUDA
 // All inputs, the bool resets/mask included, live in device memory.

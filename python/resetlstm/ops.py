@@ -11,13 +11,30 @@ from resetlstm._version import __version__
 _LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resetlstm_ops.so")
 _ops = tf.load_op_library(_LIBRARY_PATH)
 
-# The kernels compute in float32 or float64. float16 / bfloat16 arguments (Keras mixed precision)
-# are accepted: they are widened to float32 at the op's boundary, so every matmul accumulates and
-# the cell state stays in float32 for the whole sequence, and the results are rounded back to
-# the half type (gradients come back in each argument's dtype through the casts).
+# The kernels take float32, float64 and bfloat16 (inputs, weights, outputs and saved activations
+# in bfloat16; every matmul accumulates in float32 and the cell state stays float32 for the whole
+# sequence). bfloat16 runs in the bf16 kernels on a CPU with AVX512-BF16 when no GPU is visible.
+# Otherwise (float16 always; bfloat16 on CPUs without AVX512-BF16, whose emulated bf16 GEMMs are
+# slower than float32 ones, or with a GPU, whose CUDA kernels are float32/float64) half arguments
+# are widened to float32 at the op's boundary and the results rounded back; gradients come back
+# in each argument's dtype through the casts.
 _KERNEL_DTYPES = (tf.float32, tf.float64)
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
 _FLOAT_DTYPES = _KERNEL_DTYPES + _HALF_DTYPES
+
+
+_NATIVE_BF16 = None
+
+
+def _native_bf16() -> bool:
+    """Whether bfloat16 arguments run in the op's bf16 kernels (see above)."""
+    global _NATIVE_BF16
+    if _NATIVE_BF16 is None:
+        from resetlstm import _native
+
+        _NATIVE_BF16 = (_native.bf16_gemm() == "avx512_bf16"
+                        and not tf.config.list_logical_devices("GPU"))
+    return _NATIVE_BF16
 
 
 def build_info() -> dict:
@@ -25,7 +42,12 @@ def build_info() -> dict:
 
     Returns a dict with the package ``version``, the ``tensorflow`` version it was built
     against, the ``compiler``, whether ``cuda`` was built in, the CUDA architectures, and
-    ``simd``: the instruction sets compiled in and the one selected on this CPU.
+    ``simd``: the instruction sets compiled in and the one selected on this CPU, and ``bf16``:
+    how bfloat16 runs: ``cpu_gemm`` is ``"avx512_bf16"`` (the CPU's vdpbf16ps instruction) or
+    ``"emulated"`` (CPUs without AVX512-BF16: bf16 widened to float32 FMAs, same results up to
+    summation order but slower than the float32 kernels); ``native``: whether ``reset_lstm``
+    runs bfloat16 arguments in the bf16 kernels (only with ``"avx512_bf16"`` and no visible
+    GPU); when False they are widened to float32 and run in the float32 kernels.
     """
     from resetlstm import _native
 
@@ -36,6 +58,7 @@ def build_info() -> dict:
         "cuda": bool(_build_info.CUDA),
         "cuda_architectures": _build_info.CUDA_ARCHITECTURES,
         "simd": {"compiled": list(_build_info.SIMD_COMPILED), "selected": _native.selected_isa()},
+        "bf16": {"cpu_gemm": _native.bf16_gemm(), "native": _native_bf16()},
     }
 
 
@@ -95,9 +118,11 @@ def reset_lstm(
 
     Args:
       inputs: [B, T, I] float32, float64, float16 or bfloat16 ([T, B, I] if ``time_major``).
-        All float arguments share its dtype. Half types are computed in float32 inside (every
-        matmul accumulates in float32 and the cell state stays float32 between steps); results
-        come back in the half type.
+        All float arguments share its dtype. Half types compute in float32 inside (every matmul
+        accumulates in float32 and the cell state stays float32 between steps); results come
+        back in the half type. bfloat16 runs in bf16 kernels on a CPU with AVX512-BF16 (bf16 GEMM
+        operands on its vdpbf16ps unit; ``build_info()["bf16"]``); other half cases run the
+        float32 kernels on widened copies.
       kernel: [I, 4H], recurrent_kernel: [H, 4H], bias: [4H]. Keras layout, gates i, f, c, o,
         so the weights of ``keras.layers.LSTM`` load 1:1.
       resets: optional [B, T] ([T, B]) bool or 0/1: True at (b, t) zeroes row b's h and c
@@ -144,7 +169,8 @@ def reset_lstm(
         else:
             drop = placeholder_state
         floats = [inputs, kernel, recurrent_kernel, bias, h0, c0, drop]
-        if dtype in _HALF_DTYPES:  # float32 inside; see _HALF_DTYPES
+        widen = dtype == tf.float16 or (dtype == tf.bfloat16 and not _native_bf16())
+        if widen:  # float32 kernels; see _HALF_DTYPES
             floats = [tf.cast(t, tf.float32) for t in floats]
         inputs_k, kernel_k, recurrent_kernel_k, bias_k, h0_k, c0_k, drop_k = floats
         outputs, h, c, _, _ = _ops.reset_lstm(
@@ -164,7 +190,7 @@ def reset_lstm(
             use_recurrent_dropout=use_recurrent_dropout,
             training=_could_record_gradient(),
         )
-        if dtype in _HALF_DTYPES:
+        if widen:
             outputs, h, c = (tf.cast(t, dtype) for t in (outputs, h, c))
         return outputs, h, c
 
