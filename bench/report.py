@@ -79,29 +79,131 @@ def shape_table(res, shape):
     return lines
 
 
-def sweep_table(res):
+def sweep_series(res):
+    """The batch-sweep series of a result, as a list (schema 2: res["sweep"] is already a list of series
+    with "modes"; schema 1 files have one dict, fwd+bwd only, or None)."""
     sw = res.get("sweep")
-    if not sw or not sw.get("points"):
+    if not sw:
         return []
-    names = [n for n in res["variant_order"] if n in sw["variants"]]
-    lines = [f"### Batch sweep: T = {sw['T']}, I = H = {sw['H']}, fwd+bwd, median of {sw['reps']} reps",
-             "", "Throughput in tokens/s (B·T / median time); in parentheses the speedup of resetlstm.", "",
-             "| B | " + " | ".join(res["variants"][n]["label"] for n in names) + " | matmul limit |",
-             "|---:|" + "---:|" * (len(names) + 1)]
-    for p in sw["points"]:
-        cells = [str(p["B"])]
-        for n in names:
-            e = p["results"].get(n)
-            ms = _median(e, "fwdbwd")
-            if ms is None:
-                cells.append(_status_note(e) or "–")
+    if isinstance(sw, dict):
+        sw = [dict(sw, id="main", modes=[sw.get("mode", "fwdbwd")], linestyle="-")]
+    return [s for s in sw if s.get("points")]
+
+
+def _series_title(sw):
+    return f"T = {sw['T']}, I = {sw['I']}, H = {sw['H']}" if sw["I"] != sw["H"] else \
+        f"T = {sw['T']}, I = H = {sw['H']}"
+
+
+SUMMARY_PEERS = ("torch", "keras")
+
+
+def sweep_summary(sw):
+    """Per mode: is resetlstm (no resets) faster than every peer (torch, keras) at every B of the series?
+
+    Returns {mode: {"all_faster": bool, "peers": [...], "not_faster": [{"B": B, "slower_than": [...]}],
+    "not_compared": [B, ...], "peers_unavailable": [...]}}. A peer that is unavailable at every point
+    (torch not installed) is left out and listed; a point where a timing is missing is "not compared" and
+    makes all_faster False.
+    """
+    out = {}
+    for mode in sw.get("modes", ["fwdbwd"]):
+        unavailable = [p for p in SUMMARY_PEERS if p in sw["variants"] and all(
+            str((pt["results"].get(p) or {}).get("status", "")).startswith("unavailable") for pt in sw["points"])]
+        peers = [p for p in SUMMARY_PEERS if p in sw["variants"] and p not in unavailable]
+        not_faster, not_compared = [], []
+        for pt in sw["points"]:
+            base = _median(pt["results"].get("resetlstm"), mode)
+            peer_ms = {p: _median(pt["results"].get(p), mode) for p in peers}
+            if base is None or any(v is None for v in peer_ms.values()):
+                not_compared.append(pt["B"])
                 continue
-            tok = p["B"] * p["T"] / (ms / 1e3)
-            sp = (e.get("speedup") or {}).get("fwdbwd")
-            cells.append(f"{tok / 1e3:.1f} k" + (f" ({sp:.2f}×)" if sp is not None else ""))
-        lim = p.get("limit_ms", {}).get("fwdbwd")
-        cells.append(f"{p['B'] * p['T'] / (lim / 1e3) / 1e3:.1f} k" if lim else "–")
+            slower = [p for p, v in peer_ms.items() if not v > base]
+            if slower:
+                not_faster.append({"B": pt["B"], "slower_than": slower})
+        out[mode] = {"all_faster": bool(peers) and not not_faster and not not_compared, "peers": peers,
+                     "not_faster": not_faster, "not_compared": not_compared, "peers_unavailable": unavailable}
+    return out
+
+
+def _summary_line(mode_label, s):
+    peers = " and ".join(s["peers"]) or "(no peer)"
+    line = f"- {mode_label}: resetlstm faster than {peers} at every B: **{'yes' if s['all_faster'] else 'no'}**"
+    if s["not_faster"]:
+        line += " (not at B = " + ", ".join(f"{x['B']} (vs {', '.join(x['slower_than'])})"
+                                            for x in s["not_faster"]) + ")"
+    if s["not_compared"]:
+        line += "; not compared at B = " + ", ".join(str(b) for b in s["not_compared"]) + " (a timing missing)"
+    if s["peers_unavailable"]:
+        line += f"; {', '.join(s['peers_unavailable'])} not run"
+    return line
+
+
+def sweep_table(res):
+    lines = []
+    for sw in sweep_series(res):
+        names = [n for n in res["variant_order"] if n in sw["variants"]]
+        modes = [(m, lab) for m, lab in MODES if m in sw.get("modes", ["fwdbwd"])]
+        for mode, mlabel in modes:
+            lines += [f"### Batch sweep: {_series_title(sw)}, {mlabel}, median of {sw['reps']} reps", "",
+                      "Throughput in tokens/s (B·T / median time); in parentheses the speedup of resetlstm.", "",
+                      "| B | " + " | ".join(res["variants"][n]["label"] for n in names) + " | matmul limit |",
+                      "|---:|" + "---:|" * (len(names) + 1)]
+            for p in sw["points"]:
+                cells = [str(p["B"])]
+                for n in names:
+                    e = p["results"].get(n)
+                    ms = _median(e, mode)
+                    if ms is None:
+                        cells.append(_status_note(e) or "–")
+                        continue
+                    tok = p["B"] * p["T"] / (ms / 1e3)
+                    sp = (e.get("speedup") or {}).get(mode)
+                    cells.append(f"{tok / 1e3:.1f} k" + (f" ({sp:.2f}×)" if sp is not None else ""))
+                lim = p.get("limit_ms", {}).get(mode)
+                cells.append(f"{p['B'] * p['T'] / (lim / 1e3) / 1e3:.1f} k" if lim else "–")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+        summ = sweep_summary(sw)
+        lines += [f"Summary, {_series_title(sw)}:", ""]
+        lines += [_summary_line(mlabel, summ[m]) for m, mlabel in modes]
+        lines.append("")
+    return lines
+
+
+def bf16_table(res, sh):
+    variants = res.get("bf16_variants", {})
+    B, T, I, H = (sh[k] for k in "BTIH")
+    lines = [f"### bfloat16: (B, T, I, H) = {shape_str(B, T, I, H)}, median of "
+             f"{res['settings']['reps']} reps", "",
+             "vs resetlstm fp32 = resetlstm float32's median time / the variant's (throughput relative to "
+             "resetlstm float32, >1: faster); bf16 speedup = the same implementation's float32 time / its "
+             "bfloat16 time.", "",
+             "| variant | output dtype | fwd ms | fwd+bwd ms | vs resetlstm fp32 fwd | vs resetlstm fp32 fwd+bwd "
+             "| bf16 speedup fwd | bf16 speedup fwd+bwd |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, meta in variants.items():
+        e = sh["results"].get(name)
+        if e is None:
+            continue
+        note = _status_note(e)
+        dt = e.get("output_dtype") or ("bfloat16" if name.endswith("bf16") else "float32")
+        cells = [meta["label"] + (f" ({note})" if note else ""), dt]
+        cells += [fmt_ms(_median(e, m)) for m, _ in MODES]
+        cells += [_fmt_ratio((e.get("vs_resetlstm_fp32") or {}).get(m)) for m, _ in MODES]
+        cells += [_fmt_ratio((e.get("bf16_speedup") or {}).get(m)) if meta.get("fp32") else "" for m, _ in MODES]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for peer, sp in (sh.get("resetlstm_bf16_speedup_over") or {}).items():
+        lab = variants.get(peer, {}).get("label", peer)
+        lines.append(f"- resetlstm bfloat16 speedup over {lab}: " +
+                     ", ".join(f"{ml} {_fmt_ratio(sp.get(m))}" for m, ml in MODES))
+    checks = sh.get("checks", [])
+    if checks:
+        lines.append("- checks (outside the timing): " + "; ".join(
+            f"{c['what']}: {c['err']:.1e} (tol {c['tol']:g}, "
+            f"{'informational, ' if c.get('informational') else ''}{'ok' if c['ok'] else 'FAILED'})"
+            for c in checks))
     lines.append("")
     return lines
 
@@ -117,7 +219,8 @@ def markdown(res):
     out += [
         f"- machine: {cpu.get('model')} ({', '.join(cpu.get('flags_simd', []))}), "
         f"{m['cores_available']} cores available, {m.get('mem_total_gib')} GiB; host {m['hostname']}",
-        f"- threads: TF intra-op {s['threads']}, torch.set_num_threads({s['threads']}); float32; no GPU",
+        f"- threads: TF intra-op {s['threads']}, torch.set_num_threads({s['threads']}); float32"
+        + (" (bfloat16 in its own section)" if res.get("bf16") else "") + "; no GPU",
         f"- versions: TensorFlow {v.get('tensorflow')}, Keras {v.get('keras')}, torch {v.get('torch') or 'not installed'}"
         f", numpy {v.get('numpy')}, resetlstm {v.get('resetlstm')}",
         f"- resetlstm.build_info(): `{json.dumps(res.get('resetlstm_build_info'))}`",
@@ -138,15 +241,29 @@ def markdown(res):
     for sh in res["shapes"]:
         out += shape_table(res, sh)
     out += sweep_table(res)
+    if res.get("bf16"):
+        out += ["## bfloat16", "",
+                f"Each implementation in float32 and in bfloat16, interleaved rep by rep as in the main table"
+                f" (torch: float32 and autocast bfloat16 interleaved in one subprocess). resetlstm.build_info()"
+                f" as above. Check: resetlstm bfloat16's forward against resetlstm float32's, max abs"
+                f" difference ≤ {res['settings'].get('bf16_tol', 3e-2):g} (all rows); keras' and torch's"
+                f" bfloat16-vs-float32 differences are recorded for comparison only.", ""]
+        for sh in res["bf16"]:
+            out += bf16_table(res, sh)
+        for name, meta in res.get("bf16_variants", {}).items():
+            out.append(f"- **{meta['label']}**: {meta['description']}")
+        out.append("")
     out += ["### What 'saved for backward' means per variant", ""]
     for name in res["variant_order"]:
         meta = res["variants"][name]
         out.append(f"- **{meta['label']}**: {meta['description']} — saved: {meta['saved_method']}")
     out.append("")
-    checks = [c for sh in res["shapes"] for c in sh.get("checks", [])]
+    checks = [c for sh in res["shapes"] + (res.get("bf16") or []) for c in sh.get("checks", [])
+              if not c.get("informational")]
     if checks:
         bad = [c for c in checks if not c["ok"]]
-        out.append(f"Correctness checks (once per shape, outside the timing): {len(checks) - len(bad)}/"
+        out.append(f"Correctness checks (once per shape, outside the timing; informational ones not counted): "
+                   f"{len(checks) - len(bad)}/"
                    f"{len(checks)} passed" + ("" if not bad else " — FAILED: " +
                                              "; ".join(f"{c['shape']} {c['what']}: {c['err']:.2e}" for c in bad)))
         worst = {}
@@ -160,44 +277,69 @@ def markdown(res):
 
 
 def plot(res, path):
+    """Throughput (tokens/s) vs batch size: one subplot per mode (fwd, fwd+bwd); colour = variant, line
+    style = sweep series (solid T=50 I=H=256, dashed I=H=128); gray = the matmul limit of each series."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    sw = res.get("sweep")
-    fig, ax = plt.subplots(figsize=(8, 5.2))
-    if sw and sw.get("points"):
-        names = [n for n in res["variant_order"] if n in sw["variants"]]
-        for n in names:
-            xs, ys = [], []
-            for p in sw["points"]:
-                ms = _median(p["results"].get(n), "fwdbwd")
-                if ms is not None:
-                    xs.append(p["B"])
-                    ys.append(p["B"] * p["T"] / (ms / 1e3))
-            if xs:
-                meta = res["variants"][n]
-                ax.plot(xs, ys, marker="o", label=meta["label"], color=meta.get("color"))
-        xs = [p["B"] for p in sw["points"] if p.get("limit_ms")]
-        ys = [p["B"] * p["T"] / (p["limit_ms"]["fwdbwd"] / 1e3) for p in sw["points"] if p.get("limit_ms")]
-        if xs:
-            ax.plot(xs, ys, ls="--", color="gray",
-                    label=f"matmul limit ({res['settings']['matmul_n']}³ tf.matmul GFLOP/s)")
-        ax.set_title(f"LSTM fwd+bwd throughput, T={sw['T']}, I=H={sw['H']}, float32, "
-                     f"{res['settings']['threads']} threads\n{res['machine']['cpu'].get('model')}"
-                     + ("  [--quick: meaningless]" if res.get("quick") else ""), fontsize=10)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    if sw and sw.get("points"):
-        ax.set_xticks([p["B"] for p in sw["points"]])
-        ax.set_xticklabels([str(p["B"]) for p in sw["points"]])
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("tokens/s  (B·T / time of fwd+bwd), log scale")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=9)
-    fig.tight_layout()
+    series = sweep_series(res)
+    modes = [(m, lab) for m, lab in MODES if any(m in sw.get("modes", ["fwdbwd"]) for sw in series)] \
+        or [("fwdbwd", "fwd+bwd")]
+    ncol = 4 if len(modes) > 1 else 2
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.2 * len(modes) if len(modes) > 1 else 8, 5.4),
+                             squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    used_variants = []
+    for ax, (mode, mlabel) in zip(axes[0], modes):
+        for si, sw in enumerate(series):
+            if mode not in sw.get("modes", ["fwdbwd"]):
+                continue
+            ls = sw.get("linestyle") or styles[si % len(styles)]
+            for n in [n for n in res["variant_order"] if n in sw["variants"]]:
+                xs, ys = [], []
+                for p in sw["points"]:
+                    ms = _median(p["results"].get(n), mode)
+                    if ms is not None:
+                        xs.append(p["B"])
+                        ys.append(p["B"] * p["T"] / (ms / 1e3))
+                if xs:
+                    ax.plot(xs, ys, marker="o", ms=4, ls=ls, color=res["variants"][n].get("color"))
+                    if n not in used_variants:
+                        used_variants.append(n)
+            pts = [p for p in sw["points"] if (p.get("limit_ms") or {}).get(mode)]
+            if pts:
+                ax.plot([p["B"] for p in pts], [p["B"] * p["T"] / (p["limit_ms"][mode] / 1e3) for p in pts],
+                        ls=ls, color="gray", lw=1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        bs = sorted({p["B"] for sw in series for p in sw["points"]})
+        if bs:
+            ax.set_xticks(bs)
+            ax.set_xticklabels([str(b) for b in bs], fontsize=8)
+            ax.minorticks_off()
+            ax.set_yscale("log")
+        ax.set_title(mlabel, fontsize=10)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(f"tokens/s  (B·T / time of {mlabel}), log scale")
+        ax.grid(True, which="both", alpha=0.3)
+    handles = [Line2D([], [], color=res["variants"][n].get("color"), marker="o", ms=4,
+                      label=res["variants"][n]["label"]) for n in res["variant_order"] if n in used_variants]
+    if series:
+        handles.append(Line2D([], [], color="gray", label=f"matmul limit ({res['settings']['matmul_n']}³ "
+                                                          "tf.matmul GFLOP/s)"))
+    for si, sw in enumerate(series):
+        handles.append(Line2D([], [], color="black", ls=sw.get("linestyle") or styles[si % len(styles)],
+                              label=_series_title(sw)))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(f"LSTM throughput vs batch size, float32, {res['settings']['threads']} threads — "
+                 f"{res['machine']['cpu'].get('model')}" + ("  [--quick: meaningless]" if res.get("quick") else ""),
+                 fontsize=10)
+    rows = -(-len(handles) // ncol) if handles else 0
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.01, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

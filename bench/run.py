@@ -5,7 +5,9 @@
 Times, side by side in one process (median of >= 5 reps after warm-up, fwd and fwd+bwd, float32):
 resetlstm (no resets, 2 % random resets), keras.layers.LSTM (same weights), the naive per-row reset loop
 (tf.while_loop, input projection hoisted), tf.raw_ops.BlockLSTM (V1), torch.nn.LSTM (subprocess, when
-torch is installed) and the matmul limit. See bench/README.md.
+torch is installed) and the matmul limit. Then two batch sweeps (fwd and fwd+bwd; T = 50, I = H = 256 and
+I = H = 128) and a bfloat16 section (resetlstm / keras / torch in float32 and bfloat16). See
+bench/README.md.
 """
 from __future__ import annotations
 
@@ -30,11 +32,15 @@ import common  # noqa: E402
 import report  # noqa: E402
 
 MAIN_SHAPES = [(64, 50, 128, 128), (256, 50, 256, 256), (1024, 20, 512, 512)]
-SWEEP_BATCHES = [32, 64, 128, 256, 512, 1024, 2048, 4096]
-SWEEP_TIH = (50, 256, 256)
+# batch sweeps: (id, (T, I, H), batches, quick (T, I, H), quick batches, line style in the plot).
+# "main" takes --sweep-batches, "small" --sweep-batches-small.
+SWEEP_SERIES = [
+    ("main", (50, 256, 256), [16, 32, 64, 128, 256, 1024], (5, 16, 16), [2, 8], "-"),
+    ("small", (50, 128, 128), [16, 32, 64, 128], (5, 8, 8), [2, 4], "--"),
+]
+BF16_SHAPES = [(256, 50, 256, 256)]
 QUICK_SHAPES = [(4, 6, 8, 8), (8, 5, 16, 16)]
-QUICK_SWEEP_BATCHES = [2, 8]
-QUICK_SWEEP_TIH = (5, 8, 8)
+QUICK_BF16_SHAPES = [(4, 6, 8, 8)]
 
 VARIANTS = {
     "resetlstm": dict(
@@ -83,6 +89,38 @@ TF_VARIANTS = ["resetlstm", "resetlstm_resets", "keras", "naive", "block"]
 # resetlstm variant that each peer is compared with
 BASELINE = {"keras": "resetlstm", "block": "resetlstm", "torch": "resetlstm", "naive": "resetlstm_resets"}
 SWEEP_VARIANTS = ["resetlstm", "resetlstm_resets", "keras", "torch"]
+SWEEP_MODES = ["fwd", "fwdbwd"]
+
+# the bfloat16 section: "fp32" names the float32 variant whose time over this one's is its "bf16 speedup"
+BF16_VARIANTS = {
+    "resetlstm_fp32": dict(
+        label="resetlstm float32", color="C3", fp32=None,
+        description="resetlstm.reset_lstm, no resets, inputs and weights float32 (as in the main table)"),
+    "resetlstm_bf16": dict(
+        label="resetlstm bfloat16", color="C3", fp32="resetlstm_fp32",
+        description="resetlstm.reset_lstm, no resets, with x, kernel, recurrent_kernel and bias all "
+                    "tf.bfloat16 (cast once outside the timing; the weights are bfloat16 tf.Variables); "
+                    "bfloat16 outputs; gradients with respect to those bfloat16 tensors; loss "
+                    "reduce_sum(cast(outputs, float32) * upstream)"),
+    "keras_fp32": dict(
+        label="keras.layers.LSTM float32", color="C0", fp32=None,
+        description="keras.layers.LSTM, same weights, float32 (as in the main table)"),
+    "keras_bf16": dict(
+        label="keras.layers.LSTM mixed_bfloat16", color="C0", fp32="keras_fp32",
+        description="keras.layers.LSTM built with dtype=keras.mixed_precision.DTypePolicy('mixed_bfloat16'), "
+                    "same weights: float32 variables and inputs, cast to bfloat16 inside every call, bfloat16 "
+                    "outputs; gradients with respect to the float32 inputs and variables"),
+    "torch_fp32": dict(
+        label="torch.nn.LSTM float32", color="C5", fp32=None,
+        description="torch.nn.LSTM, same weights, float32 (subprocess, as in the main table)"),
+    "torch_bf16": dict(
+        label="torch.nn.LSTM autocast bfloat16", color="C5", fp32="torch_fp32",
+        description="the same module, float32 parameters and inputs, run under torch.autocast('cpu', "
+                    "dtype=torch.bfloat16) (fwd also under inference_mode); backward outside autocast; "
+                    "interleaved with torch float32 in the same subprocess"),
+}
+BF16_TF_VARIANTS = ["resetlstm_fp32", "resetlstm_bf16", "keras_fp32", "keras_bf16"]
+BF16_TORCH = {"torch_fp32": "float32", "torch_bf16": "bfloat16"}
 
 
 def log(msg=""):
@@ -91,6 +129,10 @@ def log(msg=""):
 
 def parse_shapes(text):
     return [tuple(int(v) for v in s.split(",")) for s in text.split(";") if s.strip()]
+
+
+def parse_batches(text):
+    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def parse_args(argv=None):
@@ -107,9 +149,16 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="TF intra-op threads and torch threads (default: cores available)")
     ap.add_argument("--matmul-n", type=int, default=None, help="size of the square matmul (default 2048)")
-    ap.add_argument("--shapes", default=None, help="override main shapes: 'B,T,I,H;B,T,I,H'")
-    ap.add_argument("--sweep-batches", default=None, help="override sweep batch sizes: '32,64,...'; "
-                                                          "'' to skip the sweep")
+    ap.add_argument("--shapes", default=None, help="override main shapes: 'B,T,I,H;B,T,I,H'; '' to skip "
+                                                   "the main table")
+    ap.add_argument("--sweep-batches", default=None,
+                    help="batch sizes of the T=50, I=H=256 sweep series (default 16,32,64,128,256,1024): "
+                         "'32,64,...'; '' to skip that series")
+    ap.add_argument("--sweep-batches-small", default=None,
+                    help="batch sizes of the T=50, I=H=128 sweep series (default 16,32,64,128); '' to skip "
+                         "that series")
+    ap.add_argument("--bf16-shapes", default=None,
+                    help="shapes of the bfloat16 section (default 256,50,256,256): 'B,T,I,H;...'; '' to skip it")
     ap.add_argument("--no-torch", action="store_true", help="skip torch.nn.LSTM")
     a = ap.parse_args(argv)
     q = a.quick
@@ -118,12 +167,15 @@ def parse_args(argv=None):
     a.sweep_reps = a.sweep_reps or (1 if q else 5)
     a.threads = a.threads or common.default_threads()
     a.matmul_n = a.matmul_n or (256 if q else 2048)
-    a.shape_list = parse_shapes(a.shapes) if a.shapes else (QUICK_SHAPES if q else MAIN_SHAPES)
-    if a.sweep_batches is not None:
-        a.batch_list = [int(v) for v in a.sweep_batches.split(",") if v.strip()]
-    else:
-        a.batch_list = QUICK_SWEEP_BATCHES if q else SWEEP_BATCHES
-    a.sweep_tih = QUICK_SWEEP_TIH if q else SWEEP_TIH
+    a.shape_list = parse_shapes(a.shapes) if a.shapes is not None else (QUICK_SHAPES if q else MAIN_SHAPES)
+    a.bf16_shape_list = (parse_shapes(a.bf16_shapes) if a.bf16_shapes is not None
+                         else (QUICK_BF16_SHAPES if q else BF16_SHAPES))
+    a.sweep_series = []  # (id, T, I, H, batches, line style)
+    for sid, tih, batches, qtih, qbatches, style in SWEEP_SERIES:
+        override = a.sweep_batches if sid == "main" else a.sweep_batches_small
+        bl = parse_batches(override) if override is not None else (qbatches if q else batches)
+        if bl:
+            a.sweep_series.append((sid, *(qtih if q else tih), bl, style))
     if a.out is None:
         a.out = tempfile.mkdtemp(prefix="resetlstm-bench-") if q else os.path.join(HERE, "results")
     return a
@@ -183,12 +235,15 @@ def run_torch(args, cases, reps):
         return res, None
 
 
-def add_check(checks, shape, kind, what, err, tol, variant):
+def add_check(checks, shape, kind, what, err, tol, variant, informational=False):
+    """Records a check. An informational one is reported (its "ok" says whether it met tol) but never
+    fails the run nor stops a variant from being timed; add_check then returns True."""
     ok = bool(err <= tol)
     checks.append({"shape": shape, "kind": kind, "what": what, "err": err, "tol": tol, "ok": ok,
-                   "variant": variant})
-    log(f"    check {'ok  ' if ok else 'FAIL'} {what}: {err:.2e} (tol {tol:g})")
-    return ok
+                   "variant": variant, "informational": informational})
+    tag = ("info" if informational else "ok  ") if ok or informational else "FAIL"
+    log(f"    check {tag} {what}: {err:.2e} (tol {tol:g}{', informational' if informational else ''})")
+    return ok or informational
 
 
 def run_shape(args, env, B, T, I, H, variants, modes, reps, checks_on, tag):
@@ -364,6 +419,157 @@ def run_shape(args, env, B, T, I, H, variants, modes, reps, checks_on, tag):
 
 
 # ----------------------------------------------------------------------------------------------
+# the bfloat16 section: float32 vs bfloat16 of resetlstm, keras (mixed_bfloat16) and torch (autocast)
+# ----------------------------------------------------------------------------------------------
+def run_bf16(args, env, B, T, I, H, reps):
+    tf, keras, resetlstm = env["tf"], env["keras"], env["resetlstm"]
+    import tf_variants as V
+
+    modes = ["fwd", "fwdbwd"]
+    sstr = common.shape_str(B, T, I, H)
+    names = [n for n in BF16_VARIANTS if not (n.startswith("torch") and args.no_torch)]
+    log(f"\n=== bf16 (B, T, I, H) = {sstr}: {', '.join(names)}; fwd/fwdbwd; {reps} reps")
+    t_shape = time.perf_counter()
+    d = common.make_data(B, T, I, H)
+    shape = {"B": B, "T": T, "I": I, "H": H, "results": {}, "checks": []}
+    results, checks = shape["results"], shape["checks"]
+    builders = {
+        "resetlstm_fp32": lambda: V.make_resetlstm(resetlstm, d, with_resets=False),
+        "resetlstm_bf16": lambda: V.make_resetlstm(resetlstm, d, with_resets=False, dtype=tf.bfloat16),
+        "keras_fp32": lambda: V.make_keras(keras, d),
+        "keras_bf16": lambda: V.make_keras(keras, d, policy="mixed_bfloat16"),
+    }
+    cases, fwd_out, grads = {}, {}, {}
+    for name in [n for n in names if n in BF16_TF_VARIANTS]:
+        if name.startswith("resetlstm") and resetlstm is None:
+            results[name] = {"status": f"unavailable: {env['resetlstm_error']}"}
+            continue
+        entry = results[name] = {"status": "ok", "compile_s": {}}
+        try:
+            case = builders[name]()
+            for mode in modes:  # first call traces + runs: excluded from the timings
+                t0 = time.perf_counter()
+                out = case.fwd() if mode == "fwd" else case.fwdbwd()
+                entry["compile_s"][mode] = time.perf_counter() - t0
+                if mode == "fwd":
+                    entry["output_dtype"] = out.dtype.name
+                    fwd_out[name] = np.asarray(tf.cast(out, tf.float32))
+                else:
+                    grads[name] = case.to_keras_grads(out)
+            cases[name] = case
+            log(f"  {name}: traced + first call " +
+                ", ".join(f"{m} {s:.1f} s" for m, s in entry["compile_s"].items()))
+        except Exception as e:  # noqa: BLE001
+            entry["status"] = f"error: {type(e).__name__}: {e}"
+            log(f"  {name}: ERROR {type(e).__name__}: {e}")
+            traceback.print_exc()
+
+    # correctness, outside the timing ----------------------------------------------------------
+    failed = set()
+    if "resetlstm_fp32" in fwd_out:
+        err = common.max_abs_diff(fwd_out["resetlstm_fp32"][:common.CHECK_ROWS], common.reference_rows(d, False))
+        if not add_check(checks, sstr, "fwd vs numpy", f"resetlstm_fp32 fwd vs float64 numpy reference (first "
+                         f"{common.CHECK_ROWS} rows)", err, common.FWD_TOL, "resetlstm_fp32"):
+            failed.add("resetlstm_fp32")
+    if "resetlstm_fp32" in fwd_out and "keras_fp32" in fwd_out:
+        err = common.max_abs_diff(fwd_out["resetlstm_fp32"], fwd_out["keras_fp32"])
+        if not add_check(checks, sstr, "fwd pairwise", "resetlstm_fp32 fwd vs keras_fp32 fwd (all rows)", err,
+                         common.FWD_TOL, "keras_fp32"):
+            failed.add("keras_fp32")
+    for bf, fp, info in (("resetlstm_bf16", "resetlstm_fp32", False), ("keras_bf16", "keras_fp32", True)):
+        if bf in fwd_out and fp in fwd_out:
+            err = common.max_abs_diff(fwd_out[bf], fwd_out[fp])
+            if not add_check(checks, sstr, "bf16 fwd vs fp32", f"{bf} fwd vs {fp} fwd (all rows, max abs diff)",
+                             err, common.BF16_TOL, bf, informational=info):
+                failed.add(bf)
+        if bf in grads and fp in grads:
+            err = max(common.rel_grad_diff(ga, gb) for ga, gb in zip(grads[bf], grads[fp]))
+            add_check(checks, sstr, "bf16 grads vs fp32", f"{bf} grads vs {fp} grads (max over d inputs, d kernel, "
+                      "d recurrent_kernel, d bias; |diff|/max|grad|; informational)", err, common.BF16_TOL, bf,
+                      informational=True)
+    for name in failed:
+        results[name]["status"] = "check_failed: not timed (see checks)"
+        cases.pop(name, None)
+    del fwd_out, grads
+
+    for _ in range(args.warmup - 1):
+        for case in cases.values():
+            for mode in modes:
+                case.fwd() if mode == "fwd" else case.fwdbwd()
+
+    # timing: every rep runs every variant and mode once, the order rotating from rep to rep ------
+    times = {n: {m: [] for m in modes} for n in cases}
+    jobs = [(n, m) for n in cases for m in modes]
+    for rep in range(reps):
+        k = rep % max(len(jobs), 1)
+        for name, mode in jobs[k:] + jobs[:k]:
+            case = cases[name]
+            times[name][mode].append(common.timed(case.fwd if mode == "fwd" else case.fwdbwd)[0])
+        log(f"  rep {rep + 1}/{reps}: " + " | ".join(
+            f"{n} " + " ".join(f"{common.fmt_ms(times[n][m][-1])}" for m in modes) for n in cases))
+    for name in cases:
+        for mode in modes:
+            results[name][mode] = {"times_ms": times[name][mode], **common.summarize(times[name][mode])}
+    del cases
+
+    # torch float32 and autocast bfloat16 (one subprocess, interleaved) -------------------------
+    tnames = [n for n in names if n in BF16_TORCH]
+    if tnames:
+        if env["torch_version"] is None:
+            for n in tnames:
+                results[n] = {"status": "unavailable: torch not installed"}
+        else:
+            tres, err = run_torch(args, [{"key": sstr, "B": B, "T": T, "I": I, "H": H, "modes": modes,
+                                          "check": True, "precisions": [BF16_TORCH[n] for n in tnames]}], reps)
+            for n in tnames:
+                if tres is None:
+                    results[n] = {"status": f"error: {err}"}
+                    continue
+                env["torch_info"] = env["torch_info"] or {k: v for k, v in tres.items() if k != "cases"}
+                c = tres["cases"][0]["precisions"][BF16_TORCH[n]]
+                entry = results[n] = {"status": "ok", "compile_s": c.get("warmup_s")}
+                for ch in c.get("checks", []):
+                    info = bool(ch.get("informational"))
+                    if not add_check(checks, sstr, "bf16 fwd vs fp32" if info else "fwd vs numpy", ch["what"],
+                                     ch["max_abs_err"], ch["tol"], n, informational=info):
+                        entry["status"] = "check_failed: timings not used (see checks)"
+                if entry["status"] == "ok":
+                    for mode in modes:
+                        entry[mode] = {"times_ms": c["times_ms"][mode], **common.summarize(c["times_ms"][mode])}
+
+    # derived ratios ---------------------------------------------------------------------------
+    ref = results.get("resetlstm_fp32", {})
+    for name, e in results.items():
+        if e.get("status") != "ok":
+            continue
+        if ref.get("status") == "ok":
+            e["vs_resetlstm_fp32"] = {m: ref[m]["median_ms"] / e[m]["median_ms"] for m in modes}
+        fp = results.get(BF16_VARIANTS[name]["fp32"] or "", {})
+        if fp.get("status") == "ok":
+            e["bf16_speedup"] = {m: fp[m]["median_ms"] / e[m]["median_ms"] for m in modes}
+    rb = results.get("resetlstm_bf16", {})
+    shape["resetlstm_bf16_speedup_over"] = {}
+    for peer in ("keras_bf16", "torch_bf16"):
+        pe = results.get(peer, {})
+        if rb.get("status") == "ok" and pe.get("status") == "ok":
+            shape["resetlstm_bf16_speedup_over"][peer] = {m: pe[m]["median_ms"] / rb[m]["median_ms"] for m in modes}
+    shape["wall_s"] = time.perf_counter() - t_shape
+    log(f"  --- bf16 {sstr} done in {shape['wall_s']:.0f} s; medians ms:")
+    for name in BF16_VARIANTS:
+        e = results.get(name)
+        if e is None:
+            continue
+        if e.get("status") != "ok":
+            log(f"    {name:15s} {e['status']}")
+            continue
+        sp = e.get("bf16_speedup") or {}
+        log(f"    {name:15s} " + "  ".join(
+            f"{m} {common.fmt_ms(e[m]['median_ms']):>7s}" + (f" (bf16 speedup {sp[m]:.2f}x)" if m in sp else "")
+            for m in modes))
+    return shape
+
+
+# ----------------------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -383,7 +589,7 @@ def main(argv=None):
     variants = [v for v in VARIANT_ORDER if not (v == "torch" and args.no_torch)]
     sweep_variants = [v for v in SWEEP_VARIANTS if v in variants]
     res = {
-        "schema": 1,
+        "schema": 2,  # 2: "sweep" is a list of series with fwd and fwd+bwd; "bf16" added
         "name": name,
         "quick": args.quick,
         "command": " ".join([os.path.relpath(sys.argv[0], REPO) if sys.argv[0] else "bench/run.py"]
@@ -398,13 +604,15 @@ def main(argv=None):
                      "threads": args.threads, "tf_intra_op_threads": args.threads,
                      "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
                      "matmul_n": args.matmul_n, "reset_rate": common.RESET_RATE, "dtype": "float32",
-                     "fwd_tol": common.FWD_TOL, "grad_rtol": common.GRAD_RTOL},
+                     "fwd_tol": common.FWD_TOL, "grad_rtol": common.GRAD_RTOL, "bf16_tol": common.BF16_TOL},
         "variants": VARIANTS,
         "variant_order": variants,
         "baseline_for_speedup": BASELINE,
         "flops_formula": "fwd 2*B*T*(I+H)*4H; fwd+bwd 3x fwd",
         "shapes": [],
-        "sweep": None,
+        "sweep": [],
+        "bf16_variants": BF16_VARIANTS,
+        "bf16": [],
         "notes": [],
     }
     if args.quick:
@@ -427,27 +635,32 @@ def main(argv=None):
         res["shapes"].append(run_shape(args, env, B, T, I, H, variants, ["fwd", "fwdbwd"], args.reps,
                                        True, "shape"))
         save()  # partial results survive an interrupted run
-    if args.batch_list:
-        T, I, H = args.sweep_tih
-        res["sweep"] = {"T": T, "I": I, "H": H, "variants": sweep_variants, "mode": "fwdbwd",
-                        "reps": args.sweep_reps, "batches": args.batch_list, "points": [],
-                        "note": f"fwd+bwd only, {', '.join(sweep_variants)} only, median of {args.sweep_reps} "
-                                f"reps (fewer than the main table to keep the run short); no correctness "
-                                f"checks (the same code is checked at the main shapes)"}
-        for B in args.batch_list:
-            res["sweep"]["points"].append(run_shape(args, env, B, T, I, H, sweep_variants, ["fwdbwd"],
-                                                    args.sweep_reps, False, "sweep"))
+    for sid, T, I, H, batches, style in args.sweep_series:
+        series = {"id": sid, "T": T, "I": I, "H": H, "variants": sweep_variants, "modes": SWEEP_MODES,
+                  "reps": args.sweep_reps, "batches": batches, "linestyle": style, "points": []}
+        res["sweep"].append(series)
+        for B in batches:
+            series["points"].append(run_shape(args, env, B, T, I, H, sweep_variants, SWEEP_MODES,
+                                              args.sweep_reps, False, f"sweep {sid}"))
+            series["summary"] = report.sweep_summary(series)
             save()
-        res["notes"].append(res["sweep"]["note"])
+    if res["sweep"]:
+        res["notes"].append(f"Batch sweeps: fwd and fwd+bwd, {', '.join(sweep_variants)} only, median of "
+                            f"{args.sweep_reps} reps (fewer than the main table to keep the run short); no "
+                            f"correctness checks (the same code is checked at the main shapes)")
+    for (B, T, I, H) in args.bf16_shape_list:
+        res["bf16"].append(run_bf16(args, env, B, T, I, H, args.reps))
+        save()
     base = save()
     log("\n" + report.markdown(res))
     log(f"wrote {base}.json {base}.md {base}.png in {res['total_s']:.0f} s")
-    bad = [c for sh in res["shapes"] for c in sh["checks"] if not c["ok"]]
+    bad = [c for sh in res["shapes"] + res["bf16"] for c in sh["checks"]
+           if not c["ok"] and not c.get("informational")]
     # torch is compared when installed; its absence is reported in the table, not a failure.
     missing = [f"{v}@{common.shape_str(*(sh[k] for k in 'BTIH'))}: {e['status']}"
-               for sh in res["shapes"] for v, e in sh["results"].items()
+               for sh in res["shapes"] + res["bf16"] for v, e in sh["results"].items()
                if e.get("status") != "ok"
-               and not (v == "torch" and str(e.get("status", "")).startswith("unavailable"))]
+               and not (v.startswith("torch") and str(e.get("status", "")).startswith("unavailable"))]
     if bad or missing:
         log("PROBLEMS: " + "; ".join([f"check failed: {c['what']} @ {c['shape']}" for c in bad] + missing))
         return 1

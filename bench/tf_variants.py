@@ -2,9 +2,10 @@
 
 Every variant computes the same function as resetlstm.reset_lstm on the same data (bench/common.py):
 - fwd:    outputs [B, T, H] with no GradientTape (inference).
-- fwdbwd: forward under a GradientTape, loss = reduce_sum(outputs * upstream), gradients with respect to
-          the inputs and every weight; returned in Keras layout [dx, dkernel, drecurrent_kernel, dbias]
-          after `to_keras_grads` (which runs outside the timed region).
+- fwdbwd: forward under a GradientTape, loss = reduce_sum(outputs * upstream) (bfloat16 outputs cast to
+          float32 first), gradients with respect to the inputs and every weight; returned in Keras layout
+          [dx, dkernel, drecurrent_kernel, dbias] after `to_keras_grads` (which runs outside the timed
+          region; as float32 numpy arrays).
 All arguments are passed to the tf.functions as tensors/variables (nothing is constant-folded); each
 tf.function is traced once per shape and the trace is excluded from the timings.
 """
@@ -20,8 +21,14 @@ LOSS_SCOPE = "bench_loss"
 
 
 def _loss(outputs, upstream):
+    """reduce_sum(outputs * upstream), in the upstream's dtype (float32): bfloat16 outputs are cast first
+    (a no-op for float32 outputs, so the float32 graphs are unchanged)."""
     with tf.name_scope(LOSS_SCOPE):
-        return tf.reduce_sum(outputs * upstream)
+        return tf.reduce_sum(tf.cast(outputs, upstream.dtype) * upstream)
+
+
+def _grads_to_float32(g):
+    return [np.asarray(tf.cast(t, F32)) for t in g]
 
 
 class Case:
@@ -48,15 +55,18 @@ class Case:
 # ----------------------------------------------------------------------------------------------
 # resetlstm (the op under test)
 # ----------------------------------------------------------------------------------------------
-def make_resetlstm(resetlstm, d, with_resets):
+def make_resetlstm(resetlstm, d, with_resets, dtype=F32):
+    """dtype: of x, kernel, recurrent_kernel and bias (all cast once here, outside the timing; the weights
+    are tf.Variables of that dtype and the gradients are taken with respect to those tensors). The upstream
+    gradient stays float32 (see _loss)."""
     B, T, _ = d["x"].shape
     H = d["recurrent_kernel"].shape[0]
-    x = tf.constant(d["x"])
+    x = tf.cast(tf.constant(d["x"]), dtype)
     up = tf.constant(d["upstream"])
     r = tf.constant(d["resets"]) if with_resets else None
-    kernel = tf.Variable(d["kernel"], name="kernel")
-    rk = tf.Variable(d["recurrent_kernel"], name="recurrent_kernel")
-    bias = tf.Variable(d["bias"], name="bias")
+    kernel = tf.Variable(tf.cast(d["kernel"], dtype), name="kernel")
+    rk = tf.Variable(tf.cast(d["recurrent_kernel"], dtype), name="recurrent_kernel")
+    bias = tf.Variable(tf.cast(d["bias"], dtype), name="bias")
     weights = [kernel, rk, bias]
 
     if with_resets:
@@ -89,7 +99,8 @@ def make_resetlstm(resetlstm, d, with_resets):
         fa, fba = (x,), (x, up)
     analytic = (5 * H * 4 * B * T, "analytic from shapes: 5H float32 values per (b, t) kept by the op "
                                    "for backward (DESIGN/issue figure), not measured")
-    case = Case(fwd, fa, fwdbwd, fba, analytic_saved=analytic)
+    case = Case(fwd, fa, fwdbwd, fba, analytic_saved=analytic,
+                to_keras_grads=None if dtype == F32 else _grads_to_float32)
 
     @tf.function
     def probe(*args):
@@ -116,10 +127,14 @@ def make_resetlstm(resetlstm, d, with_resets):
 # ----------------------------------------------------------------------------------------------
 # keras.layers.LSTM with the same weights
 # ----------------------------------------------------------------------------------------------
-def make_keras(keras, d):
+def make_keras(keras, d, policy=None):
+    """policy: None (float32) or a Keras dtype policy name such as "mixed_bfloat16" (float32 variables and
+    inputs, computed in bfloat16, bfloat16 outputs); the layer gets it as dtype=DTypePolicy(policy), the
+    global policy is left alone."""
     B, T, I = d["x"].shape
     H = d["recurrent_kernel"].shape[0]
-    layer = keras.layers.LSTM(H, return_sequences=True, return_state=True)
+    kwargs = {} if policy is None else {"dtype": keras.mixed_precision.DTypePolicy(policy)}
+    layer = keras.layers.LSTM(H, return_sequences=True, return_state=True, **kwargs)
     layer.build((B, T, I))
     layer.set_weights([d["kernel"], d["recurrent_kernel"], d["bias"]])
     names = [v.path if hasattr(v, "path") else v.name for v in layer.trainable_variables]
@@ -139,7 +154,7 @@ def make_keras(keras, d):
             loss = _loss(out, up)
         return tape.gradient(loss, [x] + list(layer.trainable_variables))
 
-    case = Case(fwd, (x,), fwdbwd, (x, up))
+    case = Case(fwd, (x,), fwdbwd, (x, up), to_keras_grads=None if policy is None else _grads_to_float32)
     case.layer = layer  # keep alive
     return case
 

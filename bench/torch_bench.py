@@ -3,7 +3,14 @@
     python bench/torch_bench.py --spec spec.json --out result.json
 
 spec.json: {"threads": N, "warmup": W, "reps": R, "cases": [{"key": str, "B":, "T":, "I":, "H":,
-            "modes": ["fwd", "fwdbwd"], "check": bool}, ...]}
+            "modes": ["fwd", "fwdbwd"], "check": bool, "precisions": [...]}, ...]}
+
+"precisions" is optional (the bfloat16 section of bench/run.py uses it): a list of "float32" and/or
+"bfloat16"; "bfloat16" runs the same module, parameters and inputs (float32) under
+torch.autocast("cpu", dtype=torch.bfloat16). With it, each precision's timings, warm-up times and
+checks are under result["cases"][i]["precisions"][name], and the (precision, mode) pairs are
+interleaved rep by rep with a rotating order. The bfloat16 check compares its forward with the float32
+forward of the same module (informational: bfloat16 is not expected to meet the float32 tolerance).
 
 Each case uses the same numpy data as the TF process (bench/common.make_data, same seed) and the same
 weights: weight_ih = kernel.T, weight_hh = recurrent_kernel.T, bias_ih = bias, bias_hh = 0 (torch's gate
@@ -88,45 +95,89 @@ def main():
         d = common.make_data(B, T, I, H)
         lstm, x, up = build(d, B, T, I, H)
         params = list(lstm.parameters())
+        precisions = case.get("precisions")
 
-        def fwd():
-            with torch.inference_mode():
-                out, _ = lstm(x)
-            return out
+        def make_fns(autocast):
+            def ctx():
+                return torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
 
-        def fwdbwd():
-            x.grad = None
-            for p in params:
-                p.grad = None
-            out, _ = lstm(x)
-            (out * up).sum().backward()
-            return x.grad
+            def fwd():
+                with torch.inference_mode(), ctx():
+                    out, _ = lstm(x)
+                return out
 
-        fns = {"fwd": fwd, "fwdbwd": fwdbwd}
+            def fwdbwd():
+                x.grad = None
+                for p in params:
+                    p.grad = None
+                with ctx():
+                    out, _ = lstm(x)
+                (out.float() * up).sum().backward()
+                return x.grad
+
+            return {"fwd": fwd, "fwdbwd": fwdbwd}
+
         res = {"key": case["key"], "B": B, "T": T, "I": I, "H": H, "times_ms": {}, "checks": []}
-        if case.get("check", False):
-            out = fwd().numpy()[:common.CHECK_ROWS]
-            err = common.max_abs_diff(out, common.reference_rows(d, with_resets=False))
-            res["checks"].append({"what": "torch_lstm fwd vs float64 numpy reference (first rows)",
-                                  "max_abs_err": err, "tol": common.FWD_TOL, "ok": err <= common.FWD_TOL})
-            print(f"    [torch] check vs numpy reference: max abs err {err:.2e}", flush=True)
-        if "fwdbwd" in case["modes"]:
-            res["saved_bytes"] = saved_tensor_bytes(lstm, x, up)
-        compile_s = {}
-        for mode in case["modes"]:
-            t0 = time.perf_counter()
-            for _ in range(int(spec["warmup"])):
-                fns[mode]()
-            compile_s[mode] = time.perf_counter() - t0
-        res["warmup_s"] = compile_s
-        times = {m: [] for m in case["modes"]}
-        for _ in range(int(spec["reps"])):  # interleave modes rep by rep, like the TF side
+        if precisions is None:
+            fns = make_fns(False)
+            if case.get("check", False):
+                out = fns["fwd"]().numpy()[:common.CHECK_ROWS]
+                err = common.max_abs_diff(out, common.reference_rows(d, with_resets=False))
+                res["checks"].append({"what": "torch_lstm fwd vs float64 numpy reference (first rows)",
+                                      "max_abs_err": err, "tol": common.FWD_TOL, "ok": err <= common.FWD_TOL})
+                print(f"    [torch] check vs numpy reference: max abs err {err:.2e}", flush=True)
+            if "fwdbwd" in case["modes"]:
+                res["saved_bytes"] = saved_tensor_bytes(lstm, x, up)
+            compile_s = {}
             for mode in case["modes"]:
-                ms, _ = common.timed(fns[mode])
-                times[mode].append(ms)
-        res["times_ms"] = times
-        msg = "  ".join(f"{m} {common.fmt_ms(float(np.median(v)))} ms" for m, v in times.items())
-        print(f"    [torch] {common.shape_str(B, T, I, H)}: {msg}", flush=True)
+                t0 = time.perf_counter()
+                for _ in range(int(spec["warmup"])):
+                    fns[mode]()
+                compile_s[mode] = time.perf_counter() - t0
+            res["warmup_s"] = compile_s
+            times = {m: [] for m in case["modes"]}
+            for _ in range(int(spec["reps"])):  # interleave modes rep by rep, like the TF side
+                for mode in case["modes"]:
+                    ms, _ = common.timed(fns[mode])
+                    times[mode].append(ms)
+            res["times_ms"] = times
+            msg = "  ".join(f"{m} {common.fmt_ms(float(np.median(v)))} ms" for m, v in times.items())
+            print(f"    [torch] {common.shape_str(B, T, I, H)}: {msg}", flush=True)
+        else:
+            fns = {p: make_fns(p == "bfloat16") for p in precisions}
+            res["precisions"] = {p: {"times_ms": {m: [] for m in case["modes"]}, "warmup_s": {}, "checks": []}
+                                 for p in precisions}
+            if case.get("check", False):
+                ref32 = make_fns(False)["fwd"]().float().numpy()
+                for p in precisions:
+                    out = fns[p]["fwd"]().float().numpy()
+                    if p == "float32":
+                        err = common.max_abs_diff(out[:common.CHECK_ROWS], common.reference_rows(d, False))
+                        ch = {"what": "torch_lstm float32 fwd vs float64 numpy reference (first rows)",
+                              "max_abs_err": err, "tol": common.FWD_TOL, "ok": err <= common.FWD_TOL}
+                    else:
+                        err = common.max_abs_diff(out, ref32)
+                        ch = {"what": f"torch_lstm autocast {p} fwd vs torch float32 fwd (all rows; "
+                                      "informational)", "max_abs_err": err, "tol": common.BF16_TOL,
+                              "ok": err <= common.BF16_TOL, "informational": True}
+                    res["precisions"][p]["checks"].append(ch)
+                    print(f"    [torch] check {ch['what']}: max abs err {err:.2e}", flush=True)
+            for p in precisions:
+                for mode in case["modes"]:
+                    t0 = time.perf_counter()
+                    for _ in range(int(spec["warmup"])):
+                        fns[p][mode]()
+                    res["precisions"][p]["warmup_s"][mode] = time.perf_counter() - t0
+            jobs = [(p, m) for p in precisions for m in case["modes"]]
+            for rep in range(int(spec["reps"])):  # interleaved, rotating order, like the TF side
+                k = rep % len(jobs)
+                for p, mode in jobs[k:] + jobs[:k]:
+                    ms, _ = common.timed(fns[p][mode])
+                    res["precisions"][p]["times_ms"][mode].append(ms)
+            for p in precisions:
+                msg = "  ".join(f"{m} {common.fmt_ms(float(np.median(v)))} ms"
+                                for m, v in res["precisions"][p]["times_ms"].items())
+                print(f"    [torch] {common.shape_str(B, T, I, H)} {p}: {msg}", flush=True)
         result["cases"].append(res)
         del lstm, x, up, d
     with open(args.out, "w") as f:

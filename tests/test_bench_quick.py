@@ -1,5 +1,6 @@
 """Smoke test of the benchmark suite: `python bench/run.py --quick --out <tmp>` runs every variant on
-tiny shapes and writes the JSON, the markdown table and the PNG plot."""
+tiny shapes (main table, both batch-sweep series in fwd and fwd+bwd, the bfloat16 section) and writes the
+JSON, the markdown table and the PNG plot."""
 import glob
 import importlib.util
 import json
@@ -22,7 +23,7 @@ def test_bench_quick(tmp_path):
     res = json.load(open(js))
     assert res["quick"] is True
     torch_installed = importlib.util.find_spec("torch") is not None
-    assert res["shapes"] and res["sweep"]["points"]
+    assert res["shapes"] and res["sweep"] and res["bf16"]
     for shape in res["shapes"]:
         for v in VARIANTS:
             entry = shape["results"].get(v)
@@ -36,13 +37,48 @@ def test_bench_quick(tmp_path):
             assert entry["saved_bytes"] > 0
         assert shape["matmul"]["gflops"] > 0
         assert shape["checks"] and all(c["ok"] for c in shape["checks"])
-    for point in res["sweep"]["points"]:
-        for v in res["sweep"]["variants"]:
-            if v == "torch" and not torch_installed:
-                continue
-            assert point["results"][v]["fwdbwd"]["median_ms"] > 0
+    # batch sweeps: two series (I = H differ), fwd and fwd+bwd, a summary per mode
+    assert res["schema"] == 2
+    assert [s["id"] for s in res["sweep"]] == ["main", "small"]
+    assert res["sweep"][0]["H"] != res["sweep"][1]["H"]
+    for series in res["sweep"]:
+        assert series["modes"] == ["fwd", "fwdbwd"]
+        assert [p["B"] for p in series["points"]] == series["batches"] and series["batches"]
+        assert set(series["variants"]) == {"resetlstm", "resetlstm_resets", "keras", "torch"}
+        for point in series["points"]:
+            assert (point["T"], point["I"], point["H"]) == (series["T"], series["I"], series["H"])
+            for v in series["variants"]:
+                if v == "torch" and not torch_installed:
+                    continue
+                for mode in series["modes"]:
+                    assert point["results"][v][mode]["median_ms"] > 0, (series["id"], point["B"], v, mode)
+            for mode in series["modes"]:
+                assert point["limit_ms"][mode] > 0
+        assert set(series["summary"]) == {"fwd", "fwdbwd"}
+        for summ in series["summary"].values():
+            assert isinstance(summ["all_faster"], bool) and "keras" in summ["peers"]
+    # bfloat16 section: every variant ran, resetlstm bf16 matches resetlstm fp32 within the tolerance
+    (bf,) = res["bf16"]
+    for v in ("resetlstm_fp32", "resetlstm_bf16", "keras_fp32", "keras_bf16", "torch_fp32", "torch_bf16"):
+        entry = bf["results"][v]
+        if v.startswith("torch") and not torch_installed:
+            assert entry["status"].startswith("unavailable")
+            continue
+        assert entry["status"] == "ok", (v, entry["status"])
+        for mode in ("fwd", "fwdbwd"):
+            assert entry[mode]["median_ms"] > 0
+        if v.endswith("bf16"):
+            assert set(entry["bf16_speedup"]) == {"fwd", "fwdbwd"}
+    assert bf["results"]["resetlstm_bf16"]["output_dtype"] == "bfloat16"
+    (check,) = [c for c in bf["checks"] if c["variant"] == "resetlstm_bf16" and c["kind"] == "bf16 fwd vs fp32"]
+    assert check["ok"] and not check["informational"] and check["tol"] == res["settings"]["bf16_tol"] == 3e-2
+    assert all(c["ok"] for c in bf["checks"] if not c["informational"])
+    assert set(bf["resetlstm_bf16_speedup_over"]["keras_bf16"]) == {"fwd", "fwdbwd"}
+    assert res["resetlstm_build_info"]
     md = open(base + ".md").read()
     assert "keras.layers.LSTM" in md and "BlockLSTM" in md and "% of limit" in md
+    assert md.count("### Batch sweep") == 4 and md.count("at every B:") == 4
+    assert "## bfloat16" in md and "mixed_bfloat16" in md and "bf16 speedup" in md
 
 
 def test_dropin_bench_quick(tmp_path):
