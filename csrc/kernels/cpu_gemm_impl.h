@@ -298,13 +298,18 @@ PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t
   return PackedB<T>{out, K, N};
 }
 
-// C[M, N] (+)= A[M, K] * packed B, on the calling thread (called from inside a task).
+// C[M, n] (+)= A[M, K] * columns [j0, j0 + n) of the packed B (all of them by default; j0 a
+// multiple of NR), into C's columns [j0, j0 + n), on the calling thread (called from inside a
+// task).
 template <typename T>
 void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B, acc_t<T>* C,
-                        int64_t ldc, bool accumulate) {
+                        int64_t ldc, bool accumulate, int64_t j0 = 0, int64_t n = -1) {
   constexpr int KC = Blocking<T>::KC, MC = Blocking<T>::MC, NR = Blocking<T>::NR;
-  const int64_t K = B.K, N = B.N, n_pad = round_up(N, NR);
+  constexpr int KP = Blocking<T>::KP;
+  const int64_t K = B.K, n_pad = round_up(B.N, NR);
+  const int64_t N = n < 0 ? B.N - j0 : n;
   if (M <= 0 || N <= 0) return;
+  C += j0;
   if (K == 0) {
     if (!accumulate)
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, acc_t<T>(0));
@@ -316,7 +321,8 @@ void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B,
     const int64_t mc = std::min<int64_t>(MC, M - i0);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min<int64_t>(KC, K - k0);
-      macro_kernel(mc, N, kc, A + i0 * lda + k0, lda, B.data + k0 * n_pad, C + i0 * ldc, ldc,
+      macro_kernel(mc, N, kc, A + i0 * lda + k0, lda,
+                   B.data + k0 * n_pad + j0 * round_up(kc, KP), C + i0 * ldc, ldc,
                    accumulate || k0 > 0);
     }
   }

@@ -20,7 +20,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
 #include <type_traits>
+
+#include <unistd.h>
 
 #include "cpu_gemm_impl.h"
 #include "cpu_numeric.h"
@@ -82,11 +87,12 @@ struct ForwardPlan : ForwardArgs<T> {
   A* c = nullptr;       // [B,H]                            float: c_final itself
   T* h_gemm = nullptr;  // [B,H] the recurrent GEMM's input: (m *) h as T; float without
                         // dropout: h itself
+  T* h_gemm2 = nullptr;  // [2,B,H] the column-split loop's GEMM inputs (even, odd steps)
 };
 
 // Workspace: the packed recurrent kernel; the pre-activations unless they are the gates output
-// (float training); widened types: the float state; a separate GEMM input when it differs from
-// the state (recurrent dropout, or a widened type).
+// (float training); widened types: the float state; GEMM input buffers (used when the GEMM
+// input differs from the state, recurrent dropout or a widened type, and by the column split).
 template <typename T>
 void forward_layout(const Dims& d, bool training, bool dropout, void* base, ForwardPlan<T>* plan,
                     int64_t* bytes) {
@@ -96,9 +102,11 @@ void forward_layout(const Dims& d, bool training, bool dropout, void* base, Forw
   A* z = w.take<A>(d.B * d.T * 4 * d.H, !training || kWidened<T>);
   A* h = w.take<A>(d.B * d.H, kWidened<T>);
   A* c = w.take<A>(d.B * d.H, kWidened<T>);
-  T* h_gemm = w.take<T>(d.B * d.H, dropout || kWidened<T>);
+  // two buffers: the column-split loop reads one step's input while writing the next's
+  T* h_gemm = w.take<T>(2 * d.B * d.H);
   *bytes = w.bytes();
   if (!plan) return;
+  plan->h_gemm2 = h_gemm;
   plan->rk.data = packed;
   if constexpr (kWidened<T>) {
     plan->z = z, plan->h = h, plan->c = c;
@@ -108,7 +116,7 @@ void forward_layout(const Dims& d, bool training, bool dropout, void* base, Forw
   }
   plan->h_gemm = h_gemm;
   if constexpr (!kWidened<T>)
-    if (!h_gemm) plan->h_gemm = plan->h;
+    if (!dropout) plan->h_gemm = plan->h;
 }
 
 template <typename T>
@@ -144,11 +152,11 @@ inline void gemm_input_row(const T* m, const acc_t<T>* h, int64_t n, T* out) {
   }
 }
 
-// One step's elementwise pass for row b: z (x W + h R) -> gates, c, h, y; then the state for
-// the next step, with the next step's reset already applied.
+// One step's elementwise pass for row b, hidden units [j0, j1): z (x W + h R) -> gates, c, h,
+// y; then the state for the next step, with the next step's reset already applied.
 template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
 inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64_t b, int64_t t,
-                             acc_t<T>* h, acc_t<T>* c) {
+                             acc_t<T>* h, acc_t<T>* c, int64_t j0, int64_t j1) {
   using A = acc_t<T>;
   const int64_t H = a.dims.H;
   const int64_t r = row(b, t);
@@ -162,7 +170,7 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
     T* g = kTraining ? a.gates + r * 4 * H : nullptr;
     T* cells = kTraining ? a.cells + r * H : nullptr;
 #pragma GCC ivdep
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = j0; j < j1; ++j) {
       A gi, gf, gg, go, cn, hn;
       cell_forward(z[j] + to_acc(bias[j]), z[H + j] + to_acc(bias[H + j]),
                    z[2 * H + j] + to_acc(bias[2 * H + j]), z[3 * H + j] + to_acc(bias[3 * H + j]),
@@ -181,12 +189,12 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
     // Applied after the loop: a select on a loop-invariant flag inside it kept GCC from
     // vectorizing the whole cell (1.6x slower forward with any resets on Zen 5).
     if (reset_next) {
-      std::fill(h, h + H, A(0));
-      std::fill(c, c + H, A(0));
+      std::fill(h + j0, h + j1, A(0));
+      std::fill(c + j0, c + j1, A(0));
     }
   } else {  // masked: state carried, output repeats the previous output (zeros before any)
     const T* y_prev = t > 0 ? a.outputs + row(b, t - 1) * H : nullptr;
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = j0; j < j1; ++j) {
       y[j] = y_prev ? y_prev[j] : T{};
       if (kTraining) a.cells[r * H + j] = from_acc<T>(c[j]);
       if (reset_next) h[j] = c[j] = A(0);
@@ -218,7 +226,8 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
     gemm_packed_serial(b1 - b0, a.h_gemm + b0 * H, H, a.rk, a.z + row(b0, t) * 4 * H, ldz,
                        /*accumulate=*/true);
     for (int64_t b = b0; b < b1; ++b) {
-      forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, h + b * H, c + b * H);
+      forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, h + b * H, c + b * H, 0,
+                                                           H);
       if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
     }
   }
@@ -226,6 +235,135 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
     for (int64_t i = b0 * H; i < b1 * H; ++i) {
       a.h_final[i] = from_acc<T>(h[i]);
       a.c_final[i] = from_acc<T>(c[i]);
+    }
+}
+
+// ---- small batches: hidden units split across threads, one barrier per step --------------
+//
+// With few rows per thread, the row-slab loops stream the whole recurrent kernel through each
+// core every step for a handful of rows. Splitting the hidden units instead gives each thread
+// all rows and a 1/threads share of the recurrent kernel (its 4 gate columns of a unit block,
+// packed side by side), which stays in its L2; the price is a barrier per step, since the next
+// step's GEMM reads every unit of h.
+//
+// Work items (s, u): step s, unit block u, claimed in order from one counter; an item of step s
+// waits until every item of step s-1 is done. The earliest unfinished item never waits, so the
+// loop finishes with any number of the runner's tasks actually running (one is enough): a busy
+// or single-threaded pool cannot deadlock it.
+class StepQueue {
+ public:
+  StepQueue(int64_t steps, int64_t per_step) : per_step_(per_step), total_(steps * per_step) {}
+  // The next item, or -1 when all are claimed.
+  int64_t claim() {
+    const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    return i < total_ ? i : -1;
+  }
+  // Blocks until every item of steps < s is done (their writes visible).
+  void wait_for_step(int64_t s) const {
+    const int64_t need = s * per_step_;
+    for (int spins = 0; done_.load(std::memory_order_acquire) < need; ++spins) {
+      if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+  void finish() { done_.fetch_add(1, std::memory_order_release); }
+  int64_t per_step() const { return per_step_; }
+
+ private:
+  const int64_t per_step_, total_;
+  alignas(64) std::atomic<int64_t> next_{0};  // own cache lines: claims do not disturb waiters
+  alignas(64) std::atomic<int64_t> done_{0};
+};
+
+// How to split the time loop over the runner's threads.
+struct Split {
+  bool columns = false;  // units across threads (else rows)
+  int64_t units = 0;     // units per block when columns
+};
+
+// RESETLSTM_CPU_SPLIT=rows|columns forces a split where both are possible (tests, bench);
+// read at every call.
+inline const char* split_override() { return std::getenv("RESETLSTM_CPU_SPLIT"); }
+
+// Bytes of L2 cache per core (sysconf; 1 MiB when the system does not say).
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? static_cast<int64_t>(v) : int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
+template <typename T>
+Split choose_split(const Dims& d, int threads) {
+  constexpr int NR = Blocking<T>::NR, MR = Blocking<T>::MR;
+  Split split;
+  // Unit blocks must start on a panel of the packed kernels: H a multiple of NR.
+  if (threads < 2 || d.H % NR != 0 || d.T == 0 || d.B == 0) return split;
+  const char* forced = split_override();
+  if (forced && std::strcmp(forced, "rows") == 0) return split;
+  const bool force_columns = forced && std::strcmp(forced, "columns") == 0;
+  // Columns only pay for their per-step barrier when the recurrent kernel does not fit a
+  // core's L2 (rows then stream all of it from L3 every step, for few rows per thread).
+  // Measured with bench/kernel_bench on an AMD EPYC (Zen 5, 2 threads, 1 MiB L2 per core),
+  // fwd+bwd: B = 16, H = 1024: columns 46.3-49.2 ms, rows 50.5-52.5; H = 512: 26.8 / 26.5;
+  // H <= 256 (kernel <= L2): rows as fast or faster at B = 8-64 (the barrier costs more than
+  // it saves; before the two counters got their own cache lines, much more).
+  const int64_t kernel_bytes = 4 * d.H * d.H * static_cast<int64_t>(sizeof(T));
+  const bool small_batch = d.B <= static_cast<int64_t>(threads) * 2 * MR;
+  if (!force_columns && !(small_batch && kernel_bytes > 2 * l2_bytes())) return split;
+  // About 4 blocks per thread for balance, at least one panel each.
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(d.H / NR, 4 * threads));
+  split.columns = true;
+  split.units = round_up(ceil_div(d.H, blocks), NR);
+  return split;
+}
+
+template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
+void forward_columns(const TaskRunner& runner, const ForwardPlan<T>& a, int64_t units) {
+  using A = acc_t<T>;
+  const Dims& d = a.dims;
+  const int64_t B = d.B, H = d.H;
+  const RowIndex row{d.B, d.T, d.time_major};
+  const T* m = a.recurrent_dropout_mask;
+  T* in[2] = {a.h_gemm2, a.h_gemm2 + B * H};
+  for (int64_t b = 0; b < B; ++b) {
+    const bool reset0 = kHasResets && a.resets[row(b, 0)];
+    for (int64_t j = b * H; j < (b + 1) * H; ++j) {
+      a.h[j] = a.h0 && !reset0 ? to_acc(a.h0[j]) : A(0);
+      a.c[j] = a.c0 && !reset0 ? to_acc(a.c0[j]) : A(0);
+    }
+    gemm_input_row(m ? m + b * H : nullptr, a.h + b * H, H, in[0] + b * H);
+  }
+  const int64_t blocks = ceil_div(H, units), ldz = row.batch_stride() * 4 * H;
+  StepQueue queue(d.T, blocks);
+  runner.run(runner.num_threads(), [&](int64_t) {
+    for (int64_t item = queue.claim(); item >= 0; item = queue.claim()) {
+      const int64_t t = item / blocks, j0 = (item % blocks) * units, j1 = std::min(H, j0 + units);
+      queue.wait_for_step(t);
+      A* z = a.z + row(0, t) * 4 * H;
+      for (int gate = 0; gate < 4; ++gate)  // z[:, t, gate, j0:j1] += in_t @ R[:, gate, j0:j1]
+        gemm_packed_serial(B, in[t % 2], H, a.rk, z, ldz, /*accumulate=*/true, gate * H + j0,
+                           j1 - j0);
+      T* next = in[(t + 1) % 2];
+      for (int64_t b = 0; b < B; ++b) {
+        forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, a.h + b * H,
+                                                             a.c + b * H, j0, j1);
+        gemm_input_row(m ? m + b * H + j0 : nullptr, a.h + b * H + j0, j1 - j0,
+                       next + b * H + j0);
+      }
+      queue.finish();
+    }
+  });
+  if constexpr (kWidened<T>)
+    for (int64_t i = 0; i < B * H; ++i) {
+      a.h_final[i] = from_acc<T>(a.h[i]);
+      a.c_final[i] = from_acc<T>(a.c[i]);
     }
 }
 
@@ -244,9 +382,14 @@ void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace)
   plan.rk = pack_b_full(runner, false, args.recurrent_kernel, 4 * H, H, 4 * H,
                         const_cast<T*>(plan.rk.data));
   const int64_t rows = slab_rows<T>(B, runner.num_threads());
+  const Split split = choose_split<T>(d, runner.num_threads());
   RLSTM_BOOL_SWITCH(args.resets != nullptr, kHasResets, [&] {
     RLSTM_BOOL_SWITCH(args.mask != nullptr, kHasMask, [&] {
       RLSTM_BOOL_SWITCH(training, kTraining, [&] {
+        if (split.columns) {
+          forward_columns<T, kHasResets, kHasMask, kTraining>(runner, plan, split.units);
+          return;
+        }
         runner.run(ceil_div(B, rows), [&](int64_t s) {
           forward_slab<T, kHasResets, kHasMask, kTraining>(plan, s * rows,
                                                            std::min(B, (s + 1) * rows));
@@ -350,95 +493,145 @@ void rebuild_recurrent_inputs(const BackwardPlan<T>& a, int64_t b0, int64_t b1) 
   }
 }
 
+// Row b, units [j0, j1): the running gradients start from d_h_final / d_c_final.
+template <typename T, bool kHasMask>
+inline void backward_init_row(const BackwardPlan<T>& a, int64_t b, int64_t j0, int64_t j1) {
+  using A = acc_t<T>;
+  const int64_t H = a.dims.H;
+  for (int64_t j = b * H + j0; j < b * H + j1; ++j) {
+    a.dh[j] = a.d_h_final ? to_acc(a.d_h_final[j]) : A(0);
+    a.dc[j] = a.d_c_final ? to_acc(a.d_c_final[j]) : A(0);
+    if (kHasMask) a.dy_carry[j] = A(0);
+  }
+}
+
+// Step t's backward for row b, units [j0, j1): dh holds dz_{t+1} @ R^T (+ carried gradient)
+// for these units; writes dz of step t for them and leaves dh zeroed for the next GEMM.
 template <typename T, bool kHasResets, bool kHasMask, bool kHasDy>
-void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
+inline void backward_row_step(const BackwardPlan<T>& a, const RowIndex& row, int64_t b,
+                              int64_t t, int64_t j0, int64_t j1) {
+  using A = acc_t<T>;
+  const Dims& d = a.dims;
+  const int64_t H = d.H, n = j1 - j0;
+  const int64_t r = row(b, t);
+  // the step t+1 reset cuts dh if set
+  const bool reset_next = kHasResets && t + 1 < d.T && a.resets[row(b, t + 1)];
+  const bool reset = kHasResets && a.resets[r];
+  A* dhb = a.dh + b * H;
+  A* dcb = a.dc + b * H;
+  T* dz = a.dz + r * 4 * H;
+  // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it is
+  // m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
+  if (a.recurrent_dropout_mask && t + 1 < d.T && step_active<kHasMask>(a, row, b, t + 1))
+    scale_row(a.recurrent_dropout_mask + b * H + j0, dhb + j0, n, dhb + j0);
+  const T* dy = kHasDy ? a.d_outputs + r * H : nullptr;
+  A* dyc = kHasMask ? a.dy_carry + b * H : nullptr;
+  if (step_active<kHasMask>(a, row, b, t)) {
+    const T* g = a.gates + r * 4 * H;
+    const T* cell = a.cells + r * H;
+    const T* c_prev = t > 0 ? a.cells + row(b, t - 1) * H : a.c0 ? a.c0 + b * H : nullptr;
+    if (kHasResets && reset) c_prev = nullptr;  // the step starts from c = 0
+    if (reset_next) std::fill(dhb + j0, dhb + j1, A(0));  // kept out of the loop: see forward
+    // Two instantiations rather than a select on c_prev in the loop, so both vectorize.
+    auto cell_loop = [&](auto has_c_in) {
+#pragma GCC ivdep
+      for (int64_t j = j0; j < j1; ++j) {
+        A dh_t = dhb[j];
+        if (kHasDy) dh_t += to_acc(dy[j]);
+        if (kHasMask) dh_t += dyc[j];
+        const A c_in = has_c_in ? to_acc(c_prev[j]) : A(0);
+        A dz_i, dz_f, dz_c, dz_o, dc_in;
+        cell_backward(to_acc(g[j]), to_acc(g[H + j]), to_acc(g[2 * H + j]), to_acc(g[3 * H + j]),
+                      c_in, to_acc(cell[j]), dh_t, dcb[j], &dz_i, &dz_f, &dz_c, &dz_o, &dc_in);
+        dz[j] = from_acc<T>(dz_i);
+        dz[H + j] = from_acc<T>(dz_f);
+        dz[2 * H + j] = from_acc<T>(dz_c);
+        dz[3 * H + j] = from_acc<T>(dz_o);
+        dcb[j] = dc_in;
+        dhb[j] = A(0);  // the GEMM accumulates dz @ R^T here next
+        if (kHasMask) dyc[j] = A(0);
+      }
+    };
+    if (c_prev) cell_loop(std::true_type{});
+    else cell_loop(std::false_type{});
+    if (reset) std::fill(dcb + j0, dcb + j1, A(0));  // no gradient crosses a reset
+  } else if constexpr (kHasMask) {
+    // Masked step: the state passes through, the output gradient goes to y_{t-1}.
+    for (int gate = 0; gate < 4; ++gate) std::fill(dz + gate * H + j0, dz + gate * H + j1, T{});
+    for (int64_t j = j0; j < j1; ++j) {
+      if (reset_next) dhb[j] = A(0);
+      if (reset) dcb[j] = A(0);
+      if (kHasDy) dyc[j] += to_acc(dy[j]);
+    }
+  }
+}
+
+// Row b, units [j0, j1), after step 0 and its GEMM: dh is wrt h_in of step 0 (times m if step
+// 0 ran the cell with recurrent dropout), and h_in of step 0 is h0, or zero after a reset.
+template <typename T, bool kHasResets, bool kHasMask>
+inline void backward_finish_row(const BackwardPlan<T>& a, const RowIndex& row, int64_t b,
+                                int64_t j0, int64_t j1) {
   using A = acc_t<T>;
   const Dims& d = a.dims;
   const int64_t H = d.H;
-  const RowIndex row{d.B, d.T, d.time_major};
-  // dh / dc hold the running gradients wrt the state leaving the current step.
-  A* dh = a.dh;
-  A* dc = a.dc;
-  for (int64_t b = b0; b < b1; ++b)
-    for (int64_t j = 0; j < H; ++j) {
-      dh[b * H + j] = a.d_h_final ? to_acc(a.d_h_final[b * H + j]) : A(0);
-      dc[b * H + j] = a.d_c_final ? to_acc(a.d_c_final[b * H + j]) : A(0);
-      if (kHasMask) a.dy_carry[b * H + j] = A(0);
-    }
-  const int64_t ldz = row.batch_stride() * 4 * H;
-  for (int64_t t = d.T - 1; t >= 0; --t) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t r = row(b, t);
-      // dh holds dz_{t+1} @ R^T (+ carried gradient); the step t+1 reset cut it if set.
-      const bool reset_next = kHasResets && t + 1 < d.T && a.resets[row(b, t + 1)];
-      const bool reset = kHasResets && a.resets[r];
-      A* dhb = dh + b * H;
-      A* dcb = dc + b * H;
-      T* dz = a.dz + r * 4 * H;
-      // dh holds dz_{t+1} @ R^T when step t+1 ran the cell: the gradient wrt m * h, so wrt h it
-      // is m times that. (After a skipped step it is already wrt h; at t = T-1 it is d_h_final.)
-      if (a.recurrent_dropout_mask && t + 1 < d.T && step_active<kHasMask>(a, row, b, t + 1))
-        scale_row(a.recurrent_dropout_mask + b * H, dhb, H, dhb);
-      const T* dy = kHasDy ? a.d_outputs + r * H : nullptr;
-      A* dyc = kHasMask ? a.dy_carry + b * H : nullptr;
-      if (step_active<kHasMask>(a, row, b, t)) {
-        const T* g = a.gates + r * 4 * H;
-        const T* cell = a.cells + r * H;
-        const T* c_prev = t > 0 ? a.cells + row(b, t - 1) * H : a.c0 ? a.c0 + b * H : nullptr;
-        if (kHasResets && reset) c_prev = nullptr;  // the step starts from c = 0
-        if (reset_next) std::fill(dhb, dhb + H, A(0));  // kept out of the loop: see forward
-        // Two instantiations rather than a select on c_prev in the loop, so both vectorize.
-        auto cell_loop = [&](auto has_c_in) {
-#pragma GCC ivdep
-          for (int64_t j = 0; j < H; ++j) {
-            A dh_t = dhb[j];
-            if (kHasDy) dh_t += to_acc(dy[j]);
-            if (kHasMask) dh_t += dyc[j];
-            const A c_in = has_c_in ? to_acc(c_prev[j]) : A(0);
-            A dz_i, dz_f, dz_c, dz_o, dc_in;
-            cell_backward(to_acc(g[j]), to_acc(g[H + j]), to_acc(g[2 * H + j]),
-                          to_acc(g[3 * H + j]), c_in, to_acc(cell[j]), dh_t, dcb[j], &dz_i,
-                          &dz_f, &dz_c, &dz_o, &dc_in);
-            dz[j] = from_acc<T>(dz_i);
-            dz[H + j] = from_acc<T>(dz_f);
-            dz[2 * H + j] = from_acc<T>(dz_c);
-            dz[3 * H + j] = from_acc<T>(dz_o);
-            dcb[j] = dc_in;
-            dhb[j] = A(0);  // the GEMM below accumulates dz @ R^T here
-            if (kHasMask) dyc[j] = A(0);
-          }
-        };
-        if (c_prev) cell_loop(std::true_type{});
-        else cell_loop(std::false_type{});
-        if (reset) std::fill(dcb, dcb + H, A(0));  // no gradient crosses a reset
-      } else if constexpr (kHasMask) {
-        // Masked step: the state passes through, the output gradient goes to y_{t-1}.
-        for (int64_t j = 0; j < 4 * H; ++j) dz[j] = T{};
-        for (int64_t j = 0; j < H; ++j) {
-          if (reset_next) dhb[j] = A(0);
-          if (reset) dcb[j] = A(0);
-          if (kHasDy) dyc[j] += to_acc(dy[j]);
-        }
-      }
-    }
-    // dh[b0:b1] += dz[b0:b1, t] @ recurrent_kernel^T
-    gemm_packed_serial(b1 - b0, a.dz + row(b0, t) * 4 * H, ldz, a.rk_t, dh + b0 * H, H,
-                       /*accumulate=*/true);
-  }
-  // Gradient wrt the initial state: dh is wrt h_in of step 0 (times m if step 0 ran the cell
-  // with recurrent dropout), and h_in of step 0 is h0, or zero after a reset.
-  for (int64_t b = b0; b < b1; ++b) {
-    if (kHasResets && d.T > 0 && a.resets[row(b, 0)]) {
-      for (int64_t j = 0; j < H; ++j) dh[b * H + j] = A(0);
-    } else if (a.recurrent_dropout_mask && d.T > 0 && step_active<kHasMask>(a, row, b, 0)) {
-      scale_row(a.recurrent_dropout_mask + b * H, dh + b * H, H, dh + b * H);
-    }
+  A* dhb = a.dh + b * H;
+  if (kHasResets && d.T > 0 && a.resets[row(b, 0)]) {
+    std::fill(dhb + j0, dhb + j1, A(0));
+  } else if (a.recurrent_dropout_mask && d.T > 0 && step_active<kHasMask>(a, row, b, 0)) {
+    scale_row(a.recurrent_dropout_mask + b * H + j0, dhb + j0, j1 - j0, dhb + j0);
   }
   if constexpr (kWidened<T>)
-    for (int64_t i = b0 * H; i < b1 * H; ++i) {
-      a.d_h0[i] = from_acc<T>(dh[i]);
-      a.d_c0[i] = from_acc<T>(dc[i]);
+    for (int64_t j = b * H + j0; j < b * H + j1; ++j) {
+      a.d_h0[j] = from_acc<T>(a.dh[j]);
+      a.d_c0[j] = from_acc<T>(a.dc[j]);
     }
+}
+
+template <typename T, bool kHasResets, bool kHasMask, bool kHasDy>
+void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
+  const Dims& d = a.dims;
+  const int64_t H = d.H;
+  const RowIndex row{d.B, d.T, d.time_major};
+  for (int64_t b = b0; b < b1; ++b) backward_init_row<T, kHasMask>(a, b, 0, H);
+  const int64_t ldz = row.batch_stride() * 4 * H;
+  for (int64_t t = d.T - 1; t >= 0; --t) {
+    for (int64_t b = b0; b < b1; ++b) backward_row_step<T, kHasResets, kHasMask, kHasDy>(a, row, b, t, 0, H);
+    // dh[b0:b1] += dz[b0:b1, t] @ recurrent_kernel^T
+    gemm_packed_serial(b1 - b0, a.dz + row(b0, t) * 4 * H, ldz, a.rk_t, a.dh + b0 * H, H,
+                       /*accumulate=*/true);
+  }
+  for (int64_t b = b0; b < b1; ++b) backward_finish_row<T, kHasResets, kHasMask>(a, row, b, 0, H);
+}
+
+// Column split of the backward time loop (see forward_columns). Item (s, u), t = T-1-s:
+// dh[:, u] += dz_{t+1} @ R^T[:, u] (every unit of dz_{t+1} is ready: the barrier), then step t's
+// cell backward for units u. A last step s = T runs only the GEMM with dz_0.
+template <typename T, bool kHasResets, bool kHasMask, bool kHasDy>
+void backward_columns(const TaskRunner& runner, const BackwardPlan<T>& a, int64_t units) {
+  const Dims& d = a.dims;
+  const int64_t B = d.B, H = d.H, T_ = d.T;
+  const RowIndex row{d.B, d.T, d.time_major};
+  for (int64_t b = 0; b < B; ++b) backward_init_row<T, kHasMask>(a, b, 0, H);
+  const int64_t blocks = ceil_div(H, units), ldz = row.batch_stride() * 4 * H;
+  StepQueue queue(T_ + 1, blocks);
+  runner.run(runner.num_threads(), [&](int64_t) {
+    for (int64_t item = queue.claim(); item >= 0; item = queue.claim()) {
+      const int64_t s = item / blocks, t = T_ - 1 - s;
+      const int64_t j0 = (item % blocks) * units, j1 = std::min(H, j0 + units);
+      queue.wait_for_step(s);
+      if (s > 0)
+        gemm_packed_serial(B, a.dz + row(0, t + 1) * 4 * H, ldz, a.rk_t, a.dh, H,
+                           /*accumulate=*/true, j0, j1 - j0);
+      if (t >= 0) {
+        for (int64_t b = 0; b < B; ++b)
+          backward_row_step<T, kHasResets, kHasMask, kHasDy>(a, row, b, t, j0, j1);
+      } else {
+        for (int64_t b = 0; b < B; ++b)
+          backward_finish_row<T, kHasResets, kHasMask>(a, row, b, j0, j1);
+      }
+      queue.finish();
+    }
+  });
 }
 
 // out[i] = from_acc(in[i]) over n values, in parallel (widened types' GEMM results).
@@ -464,14 +657,17 @@ void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspac
                           const_cast<T*>(plan.rk_t.data));
 
   const int64_t rows = slab_rows<T>(B, runner.num_threads());
+  const Split split = choose_split<T>(d, runner.num_threads());
   RLSTM_BOOL_SWITCH(args.resets != nullptr, kHasResets, [&] {
     RLSTM_BOOL_SWITCH(args.mask != nullptr, kHasMask, [&] {
       RLSTM_BOOL_SWITCH(args.d_outputs != nullptr, kHasDy, [&] {
         runner.run(ceil_div(B, rows), [&](int64_t s) {
           const int64_t b0 = s * rows, b1 = std::min(B, (s + 1) * rows);
           rebuild_recurrent_inputs<T, kHasResets, kHasMask>(plan, b0, b1);
-          backward_slab<T, kHasResets, kHasMask, kHasDy>(plan, b0, b1);
+          if (!split.columns) backward_slab<T, kHasResets, kHasMask, kHasDy>(plan, b0, b1);
         });
+        if (split.columns)
+          backward_columns<T, kHasResets, kHasMask, kHasDy>(runner, plan, split.units);
       });
     });
   });

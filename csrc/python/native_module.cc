@@ -25,14 +25,18 @@ void register_cuda_functions(py::module_& m);
 namespace {
 
 // A few plain threads per call; this module is not the TF op (which uses TF's pool).
+// num_threads < 0 reports |num_threads| threads but runs the tasks one after another on the
+// caller, as a busy pool may: the kernels must never need two tasks running at once.
 class ThreadRunner final : public cpu::TaskRunner {
  public:
   explicit ThreadRunner(int threads)
-      : threads_(threads > 0 ? threads
-                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+      : threads_(threads > 0   ? threads
+                 : threads < 0 ? -threads
+                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+        serial_(threads < 0) {}
   int num_threads() const override { return threads_; }
   void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
-    const int64_t workers = std::min<int64_t>(threads_, num_tasks);
+    const int64_t workers = serial_ ? 1 : std::min<int64_t>(threads_, num_tasks);
     if (workers <= 1) {
       for (int64_t i = 0; i < num_tasks; ++i) task(i);
       return;
@@ -49,6 +53,7 @@ class ThreadRunner final : public cpu::TaskRunner {
 
  private:
   int threads_;
+  bool serial_;
 };
 
 using OptArray = std::optional<py::array>;
