@@ -121,6 +121,7 @@ int main(int argc, char** argv) {
   d.T = std::atol(argv[2]);
   d.I = std::atol(argv[3]);
   d.H = std::atol(argv[4]);
+  d.time_major = std::getenv("KB_TIME_MAJOR") != nullptr;
   const int threads = argc > 5 ? std::atoi(argv[5]) : 1;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 5;
   const double reset_fraction = argc > 7 ? std::atof(argv[7]) : 0.0;

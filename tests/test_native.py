@@ -280,3 +280,15 @@ def test_column_and_row_splits_agree(monkeypatch):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
         for n in DIFF_NAMES:
             np.testing.assert_allclose(runs["rows"][1][n], runs[other][1][n], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_threads", [2, 3, 8])
+def test_weight_gradients_split_over_rows(num_threads, dtype):
+    """B*T = 1200 rows: the kernel and recurrent-kernel gradients split B*T into up to 4
+    ranges of whole packing chunks (uneven at 3 threads; 8 threads also split columns) and add
+    the partial sums; odd I, H exercise every edge. Against the reference."""
+    p = make_problem(1700 + num_threads, 24, 50, 9, 13, dtype, resets=True, state=True)
+    (y, h, c), grads, _ = native_run(p, num_threads=num_threads)
+    _, rg = reference_for(p)
+    for n in DIFF_NAMES:
+        assert_close(grads[n], rg[n], dtype, "d_" + n)

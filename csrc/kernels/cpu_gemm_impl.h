@@ -378,6 +378,79 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
   });
 }
 
+// ---- weight gradients: two A^T B products sharing B, split over K --------------------------
+
+// How many ways gemm_tn_pair may split K; the caller provides (kMaxKSplits - 1) * (M1 + M2) * N
+// accumulators of partial sums.
+constexpr int kMaxKSplits = 4;
+
+// C1[M1, N] = A1^T B and C2[M2, N] = A2^T B for A1 [K, M1], A2 [K, M2], B [K, N], all row-major
+// and dense, K large (the B*T rows of a sequence): an LSTM's kernel and recurrent-kernel
+// gradients, which share B = dz. B is packed once per K chunk and column block for both
+// products (two separate GEMMs would pack it twice, and tile so that each A is packed once per
+// column block). K is split into up to kMaxKSplits ranges of whole chunks, one task each (times
+// column blocks when there are more threads); the first range writes C1/C2, the others
+// `partials`, summed in at the end.
+template <typename T>
+void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, int64_t M1,
+                  const T* A2, int64_t M2, const T* B, acc_t<T>* C1, acc_t<T>* C2,
+                  acc_t<T>* partials) {
+  using Acc = acc_t<T>;
+  using Bk = Blocking<T>;
+  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
+  const int64_t M = M1 + M2;
+  if (N <= 0 || M <= 0) return;
+  if (K == 0) {
+    std::fill(C1, C1 + M1 * N, Acc(0));
+    std::fill(C2, C2 + M2 * N, Acc(0));
+    return;
+  }
+  const int threads = runner.num_threads();
+  const int64_t chunks = ceil_div(K, KC);
+  const int64_t splits =
+      std::max<int64_t>(1, std::min<int64_t>({int64_t{kMaxKSplits}, int64_t{threads}, chunks}));
+  const int64_t col_tasks = ceil_div(threads, splits);
+  const int64_t nc = round_up(ceil_div(N, col_tasks), NR), nt = ceil_div(N, nc);
+  const int64_t mc_max = round_up(std::min<int64_t>(std::max(M1, M2), 4 * Bk::MC), MR);
+  runner.run(splits * nt, [&](int64_t task) {
+    const int64_t s = task / nt, j0 = (task % nt) * nc, n = std::min(nc, N - j0);
+    const int64_t c0 = s * chunks / splits, c1 = (s + 1) * chunks / splits;
+    Acc* out1 = s == 0 ? C1 : partials + (s - 1) * M * N;
+    Acc* out2 = s == 0 ? C2 : partials + (s - 1) * M * N + M1 * N;
+    T* a_packed = thread_scratch<T, 0>(mc_max * KC);
+    T* b_packed = thread_scratch<T, 1>(round_up(n, NR) * KC);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t k0 = c * KC, kc = std::min<int64_t>(KC, K - k0);
+      pack_b(false, B + k0 * N + j0, N, kc, n, b_packed);
+      const bool accumulate = c > c0;
+      for (int which = 0; which < 2; ++which) {
+        const T* A = which == 0 ? A1 : A2;
+        const int64_t m_all = which == 0 ? M1 : M2;
+        Acc* out = which == 0 ? out1 : out2;
+        for (int64_t i0 = 0; i0 < m_all; i0 += mc_max) {
+          const int64_t m = std::min(mc_max, m_all - i0);
+          pack_a(true, A + k0 * m_all + i0, m_all, m, kc, a_packed);
+          macro_kernel(m, n, kc, a_packed, /*lda=*/0, b_packed, out + i0 * N + j0, N, accumulate);
+        }
+      }
+    }
+  });
+  if (splits == 1) return;
+  // C += the other ranges' partial sums, by rows.
+  const int64_t row_block = std::max<int64_t>(1, (int64_t{1} << 14) / N);
+  runner.run(ceil_div(M, row_block), [&](int64_t task) {
+    const int64_t r1 = std::min(M, (task + 1) * row_block);
+    for (int64_t r = task * row_block; r < r1; ++r) {
+      Acc* dst = r < M1 ? C1 + r * N : C2 + (r - M1) * N;
+      for (int64_t s = 1; s < splits; ++s) {
+        const Acc* src = partials + (s - 1) * M * N + r * N;
+#pragma GCC ivdep
+        for (int64_t j = 0; j < N; ++j) dst[j] += src[j];
+      }
+    }
+  });
+}
+
 }  // namespace RLSTM_ISA
 }  // namespace cpu
 }  // namespace resetlstm

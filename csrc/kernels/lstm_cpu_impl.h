@@ -413,6 +413,7 @@ struct BackwardPlan : BackwardArgs<T> {
   A* d_kernel = nullptr;  // widened types: float results of the weight and input GEMMs,
   A* d_rk = nullptr;      //   rounded into the outputs at the end; float: the outputs
   A* d_inputs = nullptr;
+  A* weight_partials = nullptr;  // gemm_tn_pair's partial sums
 };
 
 template <typename T>
@@ -431,8 +432,10 @@ void backward_layout(const Dims& d, bool has_mask, void* base, BackwardPlan<T>* 
   A* dk = w.take<A>(d.I * 4 * d.H, wide);
   A* drk = w.take<A>(d.H * 4 * d.H, wide);
   A* dx = w.take<A>(BT * d.I, wide);
+  A* partials = w.take<A>((kMaxKSplits - 1) * (d.I + d.H) * 4 * d.H);
   *bytes = w.bytes();
   if (!plan) return;
+  plan->weight_partials = partials;
   plan->rk_t.data = packed;
   plan->dz = dz, plan->h_in = h_in, plan->dy_carry = dy_carry;
   if constexpr (wide) {
@@ -672,10 +675,10 @@ void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspac
     });
   });
 
-  // Weight and input gradients: a few large GEMMs over all B*T rows.
-  gemm(runner, true, false, I, 4 * H, BT, args.inputs, I, plan.dz, 4 * H, plan.d_kernel, 4 * H,
-       false);
-  gemm(runner, true, false, H, 4 * H, BT, plan.h_in, H, plan.dz, 4 * H, plan.d_rk, 4 * H, false);
+  // Weight and input gradients: large GEMMs over all B*T rows (the two weight gradients in one
+  // pass over dz).
+  gemm_tn_pair(runner, BT, 4 * H, args.inputs, I, plan.h_in, H, plan.dz, plan.d_kernel,
+               plan.d_rk, plan.weight_partials);
   gemm(runner, false, true, BT, I, 4 * H, plan.dz, 4 * H, args.kernel, 4 * H, plan.d_inputs, I,
        false);
   if constexpr (kWidened<T>) {
