@@ -88,11 +88,13 @@ struct ForwardPlan : ForwardArgs<T> {
   T* h_gemm = nullptr;  // [B,H] the recurrent GEMM's input: (m *) h as T; float without
                         // dropout: h itself
   T* h_gemm2 = nullptr;  // [2,B,H] the column-split loop's GEMM inputs (even, odd steps)
+  A* zr = nullptr;       // [B,4H] the current step's recurrent part h R, kept apart from z
 };
 
 // Workspace: the packed recurrent kernel; the pre-activations unless they are the gates output
 // (float training); widened types: the float state; GEMM input buffers (used when the GEMM
-// input differs from the state, recurrent dropout or a widened type, and by the column split).
+// input differs from the state, recurrent dropout or a widened type, and by the column split);
+// one step's recurrent products [B,4H].
 template <typename T>
 void forward_layout(const Dims& d, bool training, bool dropout, void* base, ForwardPlan<T>* plan,
                     int64_t* bytes) {
@@ -104,9 +106,11 @@ void forward_layout(const Dims& d, bool training, bool dropout, void* base, Forw
   A* c = w.take<A>(d.B * d.H, kWidened<T>);
   // two buffers: the column-split loop reads one step's input while writing the next's
   T* h_gemm = w.take<T>(2 * d.B * d.H);
+  A* zr = w.take<A>(d.B * 4 * d.H);
   *bytes = w.bytes();
   if (!plan) return;
   plan->h_gemm2 = h_gemm;
+  plan->zr = zr;
   plan->rk.data = packed;
   if constexpr (kWidened<T>) {
     plan->z = z, plan->h = h, plan->c = c;
@@ -160,7 +164,10 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
   using A = acc_t<T>;
   const int64_t H = a.dims.H;
   const int64_t r = row(b, t);
+  // z = x W (all steps, computed up front) + this step's h R (zr, still in cache): the GEMM
+  // writes zr rather than accumulating into z, which saves z a round trip through memory.
   const A* z = a.z + r * 4 * H;
+  const A* zr = a.zr + b * 4 * H;
   T* y = a.outputs + r * H;
   const bool active = step_active<kHasMask>(a, row, b, t);
   const bool reset_next = kHasResets && t + 1 < a.dims.T && a.resets[row(b, t + 1)];
@@ -172,9 +179,10 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
 #pragma GCC ivdep
     for (int64_t j = j0; j < j1; ++j) {
       A gi, gf, gg, go, cn, hn;
-      cell_forward(z[j] + to_acc(bias[j]), z[H + j] + to_acc(bias[H + j]),
-                   z[2 * H + j] + to_acc(bias[2 * H + j]), z[3 * H + j] + to_acc(bias[3 * H + j]),
-                   c[j], &gi, &gf, &gg, &go, &cn, &hn);
+      cell_forward(z[j] + zr[j] + to_acc(bias[j]), z[H + j] + zr[H + j] + to_acc(bias[H + j]),
+                   z[2 * H + j] + zr[2 * H + j] + to_acc(bias[2 * H + j]),
+                   z[3 * H + j] + zr[3 * H + j] + to_acc(bias[3 * H + j]), c[j], &gi, &gf, &gg,
+                   &go, &cn, &hn);
       if (kTraining) {
         g[j] = from_acc<T>(gi);
         g[H + j] = from_acc<T>(gf);
@@ -220,11 +228,10 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
     }
     if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
   }
-  const int64_t ldz = row.batch_stride() * 4 * H;
   for (int64_t t = 0; t < d.T; ++t) {
-    // z[b0:b1, t] += (m *) h[b0:b1] @ recurrent_kernel
-    gemm_packed_serial(b1 - b0, a.h_gemm + b0 * H, H, a.rk, a.z + row(b0, t) * 4 * H, ldz,
-                       /*accumulate=*/true);
+    // zr[b0:b1] = (m *) h[b0:b1] @ recurrent_kernel
+    gemm_packed_serial(b1 - b0, a.h_gemm + b0 * H, H, a.rk, a.zr + b0 * 4 * H, 4 * H,
+                       /*accumulate=*/false);
     for (int64_t b = b0; b < b1; ++b) {
       forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, h + b * H, c + b * H, 0,
                                                            H);
@@ -340,16 +347,15 @@ void forward_columns(const TaskRunner& runner, const ForwardPlan<T>& a, int64_t 
     }
     gemm_input_row(m ? m + b * H : nullptr, a.h + b * H, H, in[0] + b * H);
   }
-  const int64_t blocks = ceil_div(H, units), ldz = row.batch_stride() * 4 * H;
+  const int64_t blocks = ceil_div(H, units);
   StepQueue queue(d.T, blocks);
   runner.run(runner.num_threads(), [&](int64_t) {
     for (int64_t item = queue.claim(); item >= 0; item = queue.claim()) {
       const int64_t t = item / blocks, j0 = (item % blocks) * units, j1 = std::min(H, j0 + units);
       queue.wait_for_step(t);
-      A* z = a.z + row(0, t) * 4 * H;
-      for (int gate = 0; gate < 4; ++gate)  // z[:, t, gate, j0:j1] += in_t @ R[:, gate, j0:j1]
-        gemm_packed_serial(B, in[t % 2], H, a.rk, z, ldz, /*accumulate=*/true, gate * H + j0,
-                           j1 - j0);
+      for (int gate = 0; gate < 4; ++gate)  // zr[:, gate, j0:j1] = in_t @ R[:, gate, j0:j1]
+        gemm_packed_serial(B, in[t % 2], H, a.rk, a.zr, 4 * H, /*accumulate=*/false,
+                           gate * H + j0, j1 - j0);
       T* next = in[(t + 1) % 2];
       for (int64_t b = 0; b < B; ++b) {
         forward_row_step<T, kHasResets, kHasMask, kTraining>(a, row, b, t, a.h + b * H,
