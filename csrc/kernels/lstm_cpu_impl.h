@@ -207,6 +207,13 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
       if (kTraining) a.cells[r * H + j] = from_acc<T>(c[j]);
       if (reset_next) h[j] = c[j] = A(0);
     }
+    // Backward never reads a masked step's gates; they hold the pre-activations without bias,
+    // x W + h R, as the CUDA kernels leave them (tests/test_cuda_replay.py compares all outputs).
+    if (kTraining)
+      for (int gate = 0; gate < 4; ++gate) {
+        T* g = a.gates + r * 4 * H + gate * H;
+        for (int64_t j = j0; j < j1; ++j) g[j] = from_acc<T>(z[gate * H + j] + zr[gate * H + j]);
+      }
   }
 }
 
