@@ -219,10 +219,35 @@ def machine_info():
     }
 
 
+def microarchitecture(cpu):
+    """'zen4', 'zen5', 'spr', 'emr', ... from /proc/cpuinfo's vendor, family and model (VMs often
+    name the CPU only 'AMD EPYC'), or '' when unknown."""
+    try:
+        family, model = int(cpu.get("family", -1)), int(cpu.get("model_number", -1))
+    except ValueError:
+        return ""
+    vendor = cpu.get("vendor", "")
+    if vendor == "AuthenticAMD":
+        if family == 0x1A:
+            return "zen5"
+        if family == 0x19:
+            return "zen4" if (0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F
+                              or 0xA0 <= model <= 0xAF) else "zen3"
+        if family == 0x17:
+            return "zen2" if model >= 0x30 else "zen1"
+    if vendor == "GenuineIntel" and family == 6:
+        return {0x8F: "spr", 0xCF: "emr", 0xAD: "gnr", 0xAE: "gnr", 0x6A: "icx",
+                0x6C: "icx", 0x55: "skx"}.get(model, "")
+    return ""
+
+
 def host_kind(cpu, cores):
-    """A short file-name slug such as 'amd-epyc-2c'."""
+    """A short file-name slug such as 'amd-epyc-zen5-2c' (the microarchitecture when known)."""
     model = cpu.get("model", "cpu")
     model = re.sub(r"\(R\)|\(TM\)|CPU|Processor|\d+-Core|@.*$", " ", model, flags=re.I)
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "cpu"
     slug = "-".join(slug.split("-")[:4])
+    arch = microarchitecture(cpu)
+    if arch and arch not in slug.split("-"):
+        slug += "-" + arch
     return f"{slug}-{cores}c"

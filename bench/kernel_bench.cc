@@ -1,5 +1,6 @@
 // Times the framework-free CPU kernels alone (no TF, no Python), for profiling with perf or
-// callgrind:  kernel_bench B T I H [threads] [reps] [reset_fraction]
+// callgrind:  kernel_bench B T I H [threads] [reps] [reset_fraction] [float|bf16]
+// (KB_TIME_MAJOR=1 in the environment: time-major layout)
 // Build: tools/dev-build && cmake --build build/dev --target kernel_bench
 #include <algorithm>
 #include <atomic>

@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import fmt_ms, shape_str  # noqa: E402
+from common import fmt_ms, microarchitecture, shape_str  # noqa: E402
 
 MODES = (("fwd", "fwd"), ("fwdbwd", "fwd+bwd"))
 
@@ -217,7 +217,11 @@ def markdown(res):
     if res.get("quick"):
         out += ["**--quick smoke run: tiny shapes, 1-2 reps; the numbers mean nothing.**", ""]
     out += [
-        f"- machine: {cpu.get('model')} ({', '.join(cpu.get('flags_simd', []))}), "
+        f"- machine: {cpu.get('model')}"
+        + (f" ({cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model_number')}"
+           + (f", {microarchitecture(cpu)}" if microarchitecture(cpu) else "") + ")"
+           if cpu.get("family") else "")
+        + f", flags {', '.join(cpu.get('flags_simd', []))}; "
         f"{m['cores_available']} cores available, {m.get('mem_total_gib')} GiB; host {m['hostname']}",
         f"- threads: TF intra-op {s['threads']}, torch.set_num_threads({s['threads']}); float32"
         + (" (bfloat16 in its own section)" if res.get("bf16") else "") + "; no GPU",
