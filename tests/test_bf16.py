@@ -97,7 +97,18 @@ def test_bf16_against_float64_reference(scenario, shape):
 def test_build_info_reports_the_bf16_path():
     info = resetlstm.build_info()["bf16"]
     assert info["cpu_gemm"] == ("avx512_bf16" if CPU_HAS_BF16 else "emulated")
-    assert info["native"] == (CPU_HAS_BF16 and not tf.config.list_logical_devices("GPU"))
+    assert info["native"] == (CPU_HAS_BF16 and not tf.config.list_physical_devices("GPU"))
+
+
+def test_build_info_leaves_device_configuration_open():
+    """build_info() (which decides how bfloat16 runs) must not initialize TF's runtime: a script
+    may still configure threads or devices afterwards (listing logical devices would have made
+    this raise "cannot be modified after initialization")."""
+    code = ("import tensorflow as tf, resetlstm; resetlstm.build_info(); "
+            "tf.config.threading.set_intra_op_parallelism_threads(1); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
 
 
 @needs_bf16

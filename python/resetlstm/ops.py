@@ -32,8 +32,10 @@ def _native_bf16() -> bool:
     if _NATIVE_BF16 is None:
         from resetlstm import _native
 
+        # physical, not logical, devices: listing them does not initialize TF's runtime, so a
+        # script can still configure threads and devices after build_info()
         _NATIVE_BF16 = (_native.bf16_gemm() == "avx512_bf16"
-                        and not tf.config.list_logical_devices("GPU"))
+                        and not tf.config.list_physical_devices("GPU"))
     return _NATIVE_BF16
 
 
