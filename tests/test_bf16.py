@@ -79,9 +79,12 @@ def errors_against_reference(p, outs, grads):
 needs_bf16 = pytest.mark.skipif(not CPU_HAS_BF16, reason="this CPU has no AVX512-BF16")
 
 
+@pytest.mark.parametrize("projection", ["default", "hoisted"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_bf16_against_float64_reference(scenario, shape):
+def test_bf16_against_float64_reference(scenario, shape, projection, monkeypatch):
+    if projection != "default":  # the default here is the per-step input projection
+        monkeypatch.setenv("RESETLSTM_CPU_INPUT", projection)
     p = bf16_problem(3, shape, **SCENARIOS[scenario])
     outs, grads = run_in(p, tf.bfloat16, mode="function", time_major=scenario == "all")
     errs = errors_against_reference(p, outs, grads)

@@ -292,3 +292,27 @@ def test_weight_gradients_split_over_rows(num_threads, dtype):
     _, rg = reference_for(p)
     for n in DIFF_NAMES:
         assert_close(grads[n], rg[n], dtype, "d_" + n)
+
+
+@pytest.mark.parametrize("projection", ["hoisted", "per_step"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_input_projection_modes_vs_reference(scenario, projection, dtype, monkeypatch):
+    """RESETLSTM_CPU_INPUT forces how x W is computed: hoisted (one GEMM over all B*T rows
+    before the time loop) or per step (each slab's x_t W right before h R; the default when
+    the kernel fits the L2 or slabs have 8+ rows). Both against the reference, both layouts,
+    training and inference, 2 and 3 threads (partial slabs)."""
+    monkeypatch.setenv("RESETLSTM_CPU_INPUT", projection)
+    p = make_problem(1800, 11, 8, 9, 10, dtype, **SCENARIOS[scenario])
+    (ry, rh, rc), rg = reference_for(p)
+    for time_major, num_threads in ((False, 2), (True, 3)):
+        (y, h, c), grads, _ = native_run(p, time_major=time_major, num_threads=num_threads)
+        assert_close(y, ry, dtype, "outputs")
+        assert_close(h, rh, dtype, "h_T")
+        assert_close(c, rc, dtype, "c_T")
+        for n in DIFF_NAMES:
+            if p.get(n) is not None:
+                assert_close(grads[n], rg[n], dtype, "d_" + n)
+        (y2, h2, c2), _, _ = native_run(p, time_major=time_major, training=False,
+                                        num_threads=num_threads, upstream=False)
+        assert_close(y2, ry, dtype, "outputs (inference)")
+        assert_close(c2, rc, dtype, "c_T (inference)")
