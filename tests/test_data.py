@@ -163,3 +163,18 @@ def test_bad_arguments(kwargs, match):
 def test_docs_must_be_a_sequence():
     with pytest.raises(TypeError, match="`docs` must be a sequence"):
         pack_documents("some text", 2, 2)
+
+
+def test_dataset_resets_dtype():
+    """resets come as bool or 0/1 numbers (numpy or TF dtype names); anything else is refused
+    with the argument named."""
+    import tensorflow as tf
+    packed = pack_documents([np.arange(5), np.arange(3)], batch_size=2, seq_len=4)
+    for dtype, want in (("bool", tf.bool), ("int32", tf.int32), (tf.float32, tf.float32)):
+        (_, resets), _, _ = next(iter(packed.dataset(resets_dtype=dtype)))
+        assert resets.dtype == want
+        np.testing.assert_array_equal(np.asarray(resets, bool),
+                                      packed.resets.reshape(-1, 2, 4)[0])
+    for bad in ("x", "str", object):
+        with pytest.raises(ValueError, match=r"`resets_dtype` must be bool or a number type"):
+            packed.dataset(resets_dtype=bad)

@@ -105,6 +105,15 @@ class PackedDocuments:
         ``first + j * (rows // groups) ...`` of batch ``k``."""
         import tensorflow as tf
 
+        resets_dtype = getattr(resets_dtype, "as_numpy_dtype", resets_dtype)  # tf.DType too
+        try:
+            kind = np.dtype(resets_dtype).kind
+        except TypeError:
+            kind = None
+        if kind not in ("b", "i", "u", "f"):
+            raise ValueError("PackedDocuments: `resets_dtype` must be bool or a number type (0/1), "
+                             f"got {resets_dtype!r}")
+
         K, T, n = self.num_batches, self.seq_len, rows // groups
 
         def split(a):  # [K*B, T, ...] -> [K*groups, n, T, ...] for the chosen rows
