@@ -3,7 +3,8 @@ forward and backward, with resets and mask."""
 import numpy as np
 import pytest
 
-from conftest import DIFF_NAMES, assert_close, make_problem, op_on_problem, reference_for
+from conftest import (DIFF_NAMES, assert_close, check_against_reference, make_problem,
+                      op_on_problem, reference_for)
 
 SCENARIOS = {
     "plain": dict(),
@@ -256,14 +257,8 @@ def test_column_split_vs_reference(scenario, num_threads, dtype, monkeypatch):
     monkeypatch.setenv("RESETLSTM_CPU_SPLIT", "columns")
     p = make_problem(1500, 5, 9, 7, 96, dtype, **SCENARIOS[scenario])
     for time_major in (False, True):
-        (y, h, c), grads, _ = native_run(p, time_major=time_major, num_threads=num_threads)
-        (ry, rh, rc), rg = reference_for(p)
-        assert_close(y, ry, dtype, "outputs")
-        assert_close(h, rh, dtype, "h_T")
-        assert_close(c, rc, dtype, "c_T")
-        for n in DIFF_NAMES:
-            if p.get(n) is not None:
-                assert_close(grads[n], rg[n], dtype, "d_" + n)
+        outs, grads, _ = native_run(p, time_major=time_major, num_threads=num_threads)
+        check_against_reference(p, outs, grads, dtype)
 
 
 def test_column_and_row_splits_agree(monkeypatch):
@@ -288,10 +283,8 @@ def test_weight_gradients_split_over_rows(num_threads, dtype):
     ranges of whole packing chunks (uneven at 3 threads; 8 threads also split columns) and add
     the partial sums; odd I, H exercise every edge. Against the reference."""
     p = make_problem(1700 + num_threads, 24, 50, 9, 13, dtype, resets=True, state=True)
-    (y, h, c), grads, _ = native_run(p, num_threads=num_threads)
-    _, rg = reference_for(p)
-    for n in DIFF_NAMES:
-        assert_close(grads[n], rg[n], dtype, "d_" + n)
+    outs, grads, _ = native_run(p, num_threads=num_threads)
+    check_against_reference(p, outs, grads, dtype)
 
 
 @pytest.mark.parametrize("projection", ["hoisted", "per_step"])
@@ -303,16 +296,9 @@ def test_input_projection_modes_vs_reference(scenario, projection, dtype, monkey
     training and inference, 2 and 3 threads (partial slabs)."""
     monkeypatch.setenv("RESETLSTM_CPU_INPUT", projection)
     p = make_problem(1800, 11, 8, 9, 10, dtype, **SCENARIOS[scenario])
-    (ry, rh, rc), rg = reference_for(p)
     for time_major, num_threads in ((False, 2), (True, 3)):
-        (y, h, c), grads, _ = native_run(p, time_major=time_major, num_threads=num_threads)
-        assert_close(y, ry, dtype, "outputs")
-        assert_close(h, rh, dtype, "h_T")
-        assert_close(c, rc, dtype, "c_T")
-        for n in DIFF_NAMES:
-            if p.get(n) is not None:
-                assert_close(grads[n], rg[n], dtype, "d_" + n)
-        (y2, h2, c2), _, _ = native_run(p, time_major=time_major, training=False,
-                                        num_threads=num_threads, upstream=False)
-        assert_close(y2, ry, dtype, "outputs (inference)")
-        assert_close(c2, rc, dtype, "c_T (inference)")
+        outs, grads, _ = native_run(p, time_major=time_major, num_threads=num_threads)
+        check_against_reference(p, outs, grads, dtype)
+        outs, _, _ = native_run(p, time_major=time_major, training=False,
+                                num_threads=num_threads, upstream=False)
+        check_against_reference(p, outs, None, dtype, check_grads=False)

@@ -165,6 +165,33 @@ inline void gemm_input_row(const T* m, const acc_t<T>* h, int64_t n, T* out) {
   }
 }
 
+// Row b's state entering step 0 (h0/c0, or zero when absent or reset at step 0), and, when
+// `gemm_input` is given, the recurrent GEMM's input derived from it.
+template <typename T, bool kHasResets>
+inline void init_state_row(const ForwardPlan<T>& a, const RowIndex& row, int64_t b,
+                           T* gemm_input) {
+  using A = acc_t<T>;
+  const int64_t H = a.dims.H;
+  const bool reset0 = kHasResets && a.dims.T > 0 && a.resets[row(b, 0)];
+  for (int64_t j = b * H; j < (b + 1) * H; ++j) {
+    a.h[j] = a.h0 && !reset0 ? to_acc(a.h0[j]) : A(0);
+    a.c[j] = a.c0 && !reset0 ? to_acc(a.c0[j]) : A(0);
+  }
+  const T* m = a.recurrent_dropout_mask;
+  if (gemm_input) gemm_input_row(m ? m + b * H : nullptr, a.h + b * H, H, gemm_input + b * H);
+}
+
+// Widened types: the float state [i0, i1) rounded into h_final / c_final (float and double run
+// in those outputs directly).
+template <typename T>
+inline void store_final_state(const ForwardPlan<T>& a, int64_t i0, int64_t i1) {
+  if constexpr (kWidened<T>)
+    for (int64_t i = i0; i < i1; ++i) {
+      a.h_final[i] = from_acc<T>(a.h[i]);
+      a.c_final[i] = from_acc<T>(a.c[i]);
+    }
+}
+
 // One step's elementwise pass for row b, hidden units [j0, j1): z (x W + h R) -> gates, c, h,
 // y; then the state for the next step, with the next step's reset already applied.
 template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
@@ -236,14 +263,8 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
   A* c = a.c;
   const T* m = a.recurrent_dropout_mask;
   const bool separate_input = static_cast<void*>(a.h_gemm) != static_cast<void*>(h);
-  for (int64_t b = b0; b < b1; ++b) {
-    const bool reset0 = kHasResets && d.T > 0 && a.resets[row(b, 0)];
-    for (int64_t j = 0; j < H; ++j) {
-      h[b * H + j] = a.h0 && !reset0 ? to_acc(a.h0[b * H + j]) : A(0);
-      c[b * H + j] = a.c0 && !reset0 ? to_acc(a.c0[b * H + j]) : A(0);
-    }
-    if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
-  }
+  for (int64_t b = b0; b < b1; ++b)
+    init_state_row<T, kHasResets>(a, row, b, separate_input ? a.h_gemm : nullptr);
   const bool per_step_input = a.z == nullptr;
   for (int64_t t = 0; t < d.T; ++t) {
     // zr[b0:b1] = (x_t[b0:b1] @ kernel if per step +) (m *) h[b0:b1] @ recurrent_kernel
@@ -258,11 +279,7 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
       if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
     }
   }
-  if constexpr (kWidened<T>)
-    for (int64_t i = b0 * H; i < b1 * H; ++i) {
-      a.h_final[i] = from_acc<T>(h[i]);
-      a.c_final[i] = from_acc<T>(c[i]);
-    }
+  store_final_state(a, b0 * H, b1 * H);
 }
 
 // ---- small batches: hidden units split across threads, one barrier per step --------------
@@ -299,7 +316,6 @@ class StepQueue {
     }
   }
   void finish() { done_.fetch_add(1, std::memory_order_release); }
-  int64_t per_step() const { return per_step_; }
 
  private:
   const int64_t per_step_, total_;
@@ -353,20 +369,12 @@ Split choose_split(const Dims& d, int threads) {
 
 template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
 void forward_columns(const TaskRunner& runner, const ForwardPlan<T>& a, int64_t units) {
-  using A = acc_t<T>;
   const Dims& d = a.dims;
   const int64_t B = d.B, H = d.H;
   const RowIndex row{d.B, d.T, d.time_major};
   const T* m = a.recurrent_dropout_mask;
   T* in[2] = {a.h_gemm2, a.h_gemm2 + B * H};
-  for (int64_t b = 0; b < B; ++b) {
-    const bool reset0 = kHasResets && a.resets[row(b, 0)];
-    for (int64_t j = b * H; j < (b + 1) * H; ++j) {
-      a.h[j] = a.h0 && !reset0 ? to_acc(a.h0[j]) : A(0);
-      a.c[j] = a.c0 && !reset0 ? to_acc(a.c0[j]) : A(0);
-    }
-    gemm_input_row(m ? m + b * H : nullptr, a.h + b * H, H, in[0] + b * H);
-  }
+  for (int64_t b = 0; b < B; ++b) init_state_row<T, kHasResets>(a, row, b, in[0]);
   const int64_t blocks = ceil_div(H, units);
   StepQueue queue(d.T, blocks);
   runner.run(runner.num_threads(), [&](int64_t) {
@@ -386,11 +394,7 @@ void forward_columns(const TaskRunner& runner, const ForwardPlan<T>& a, int64_t 
       queue.finish();
     }
   });
-  if constexpr (kWidened<T>)
-    for (int64_t i = 0; i < B * H; ++i) {
-      a.h_final[i] = from_acc<T>(a.h[i]);
-      a.c_final[i] = from_acc<T>(a.c[i]);
-    }
+  store_final_state(a, 0, B * H);
 }
 
 // The input projection x W: hoisted (one GEMM over all B*T rows before the time loop, into z)
@@ -651,12 +655,14 @@ void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) backward_init_row<T, kHasMask>(a, b, 0, H);
   const int64_t ldz = row.batch_stride() * 4 * H;
   for (int64_t t = d.T - 1; t >= 0; --t) {
-    for (int64_t b = b0; b < b1; ++b) backward_row_step<T, kHasResets, kHasMask, kHasDy>(a, row, b, t, 0, H);
+    for (int64_t b = b0; b < b1; ++b)
+      backward_row_step<T, kHasResets, kHasMask, kHasDy>(a, row, b, t, 0, H);
     // dh[b0:b1] += dz[b0:b1, t] @ recurrent_kernel^T
     gemm_packed_serial(b1 - b0, a.dz + row(b0, t) * 4 * H, ldz, a.rk_t, a.dh + b0 * H, H,
                        /*accumulate=*/true);
   }
-  for (int64_t b = b0; b < b1; ++b) backward_finish_row<T, kHasResets, kHasMask>(a, row, b, 0, H);
+  for (int64_t b = b0; b < b1; ++b)
+    backward_finish_row<T, kHasResets, kHasMask>(a, row, b, 0, H);
 }
 
 // Column split of the backward time loop (see forward_columns). Item (s, u), t = T-1-s:
