@@ -8,8 +8,34 @@ transposes and beta, in the same order. Comparing this replay with the CPU kerne
 handling, recurrent dropout placement and initial/final state handling; the CUDA code itself is
 checked by tests/test_gpu.py on a machine with a GPU. Keep the two in step: a change to a .cu file
 changes the function of the same name here.
+
+Half storage types (``storage="bfloat16"`` or ``"float16"``): the arrays come in as float32
+holding half-representable values and the replay computes in float32, rounding to the storage
+type exactly where the CUDA kernels store a half value (saved activations, outputs, the recurrent
+GEMM's input, dz, the gradients) and nowhere else (z, the running h, c, dh, dc stay float32).
+Pure numpy, so it also runs on the GPU machine, which has no ml_dtypes.
 """
 import numpy as np
+
+
+def round_bf16(a):
+    """float32 -> the nearest bfloat16 (ties to even), as float32; NaN stays NaN."""
+    a = np.ascontiguousarray(a, np.float32)
+    u = a.view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return np.where(np.isnan(a), a, rounded.view(np.float32))
+
+
+def storage_rounding(storage):
+    """The function that stores a computed value in `storage` (None: the arrays' own dtype,
+    nothing to round)."""
+    if storage is None:
+        return lambda a: a
+    if storage == "bfloat16":
+        return round_bf16
+    if storage == "float16":
+        return lambda a: np.asarray(a, np.float32).astype(np.float16).astype(np.float32)
+    raise ValueError(f"storage must be None, 'bfloat16' or 'float16', got {storage!r}")
 
 
 def sigmoid(x):
@@ -42,10 +68,11 @@ def _flag(a, rows):
 
 
 def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, dropout=None,
-            time_major=False, training=True):
+            time_major=False, training=True, storage=None):
     """lstm_cuda_forward.cu: forward<T>(). Arrays in the given layout; returns
     (outputs, h, c, gates, cells) like _native.forward."""
     dtype = inputs.dtype
+    q = storage_rounding(storage)
     B, T, I, H, row = _dims(inputs, rk, time_major)
     # z = inputs @ kernel over all B*T rows (beta 0)
     z = inputs.reshape(B * T, I) @ kernel
@@ -60,11 +87,11 @@ def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, 
     reset0 = (_flag(resets, row(b_all, 0)) if T > 0 else np.zeros(B, bool))[:, None]
     h = np.where(reset0, 0, h0) if h0 is not None else np.zeros((B, H), dtype)
     c = np.where(reset0, 0, c0) if c0 is not None else np.zeros((B, H), dtype)
-    h_dropped = dropout * h if dropout is not None else None
+    h_gemm = q(dropout * h if dropout is not None else h)  # gemm_input()
     for t in range(T):
         r = row.step(t)
         # gemm: z[:, t] += (m *) h @ recurrent_kernel   (beta 1)
-        z[r] += (h_dropped if dropout is not None else h) @ rk
+        z[r] += h_gemm @ rk
         # forward_step_kernel
         active = ~_flag(None, r) if mask is None else mask.reshape(-1)[r]
         reset_next = (_flag(resets, row(b_all, t + 1)) if t + 1 < T
@@ -75,16 +102,16 @@ def forward(inputs, kernel, rk, bias, resets=None, mask=None, h0=None, c0=None, 
         cn = f * c + i * g
         hn = o * np.tanh(cn)
         a = active[:, None]
-        if training:
-            z[r] = np.where(a, np.concatenate([i, f, g, o], axis=1), z[r])
-            cells[r] = np.where(a, cn, c)
+        if training:  # the gates array (masked steps: x W + h R)
+            z[r] = q(np.where(a, np.concatenate([i, f, g, o], axis=1), z[r]))
+            cells[r] = q(np.where(a, cn, c))
         prev = outputs[row(b_all, t - 1)] if t > 0 else np.zeros((B, H), dtype)
-        outputs[r] = np.where(a, hn, prev)
+        outputs[r] = np.where(a, q(hn), prev)
         h = np.where(reset_next, 0, np.where(a, hn, h))
         c = np.where(reset_next, 0, np.where(a, cn, c))
-        if dropout is not None:
-            h_dropped = dropout * h
-    return _finish_forward(outputs, h, c, z, cells, B, T, H, time_major, training)
+        h_gemm = q(dropout * h if dropout is not None else h)
+    # store_final_state_kernel (half types)
+    return _finish_forward(outputs, q(h), q(c), z, cells, B, T, H, time_major, training)
 
 
 def _finish_forward(outputs, h, c, z, cells, B, T, H, time_major, training):
@@ -95,10 +122,11 @@ def _finish_forward(outputs, h, c, z, cells, B, T, H, time_major, training):
 
 
 def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_outputs, d_h,
-             d_c, dropout=None, time_major=False):
+             d_c, dropout=None, time_major=False, storage=None):
     """lstm_cuda_backward.cu: backward<T>(). Returns (dx, dK, dR, db, dh0, dc0) like
     _native.backward."""
     dtype = inputs.dtype
+    q = storage_rounding(storage)
     B, T, I, H, row = _dims(inputs, rk, time_major)
     BT, BH = B * T, B * H
     b_all = np.arange(B)
@@ -114,12 +142,12 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
         dh = d_h.copy() if d_h is not None else np.zeros((B, H), dtype)
         dc = d_c.copy() if d_c is not None else np.zeros((B, H), dtype)
         dy_carry = np.zeros((B, H), dtype)
-        m = dropout if dropout is not None else np.ones((B, H), dtype)
         # rebuild_recurrent_inputs_kernel: each thread walks its (b, j) through time
+        scaled_input = (lambda h: q(dropout * h)) if dropout is not None else (lambda h: h)
         if T > 0:
             reset0 = _flag(resets, row(b_all, 0))[:, None]
             cur = np.where(reset0, 0, h0) if h0 is not None else np.zeros((B, H), dtype)
-            h_in[row(b_all, 0)] = m * cur
+            h_in[row(b_all, 0)] = scaled_input(cur)
             for t in range(T - 1):
                 r, rn = row(b_all, t), row(b_all, t + 1)
                 reset = _flag(resets, rn)[:, None]
@@ -127,9 +155,9 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
                     nxt = outputs[r]
                 else:
                     o = gates[r][:, 3 * H:]
-                    nxt = np.where(mask.reshape(-1)[r][:, None], o * np.tanh(cells[r]), cur)
+                    nxt = np.where(mask.reshape(-1)[r][:, None], q(o * np.tanh(cells[r])), cur)
                 cur = np.where(reset, 0, nxt)
-                h_in[rn] = m * cur
+                h_in[rn] = scaled_input(cur)
         for t in range(T - 1, -1, -1):
             r = row(b_all, t)
             # backward_step_kernel
@@ -160,7 +188,7 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
             dz_step = np.concatenate([dc_total * gg * i * (1 - i), dc_total * c_in * f * (1 - f),
                                       dc_total * i * (1 - gg * gg), d_o * o * (1 - o)], axis=1)
             dc_in = dc_total * f
-            dz[r] = np.where(a, dz_step, 0)
+            dz[r] = np.where(a, q(dz_step), 0)
             dc = np.where(reset, 0, np.where(a, dc_in, dc))
             if mask is not None:
                 dh = np.where(a, 0, np.where(reset_next, 0, dh_next))
@@ -178,8 +206,8 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
             scaled = dh * dropout if dropout is not None else dh
             dh = np.where(reset0, 0, np.where(active0, scaled, dh))
     x = inputs.reshape(BT, I)
-    d_kernel = x.T @ dz
-    d_rk = h_in.T @ dz
-    d_inputs = (dz @ kernel.T).reshape(inputs.shape)
-    d_bias = dz.sum(axis=0)
-    return d_inputs, d_kernel, d_rk, d_bias, dh, dc
+    d_kernel = q(x.T @ dz)
+    d_rk = q(h_in.T @ dz)
+    d_inputs = q(dz @ kernel.T).reshape(inputs.shape)
+    d_bias = q(dz.sum(axis=0))  # column_sums in acc_t
+    return d_inputs, d_kernel, d_rk, d_bias, q(dh), q(dc)

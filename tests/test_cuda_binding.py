@@ -92,10 +92,11 @@ def test_dtype_errors():
     x, k, r, b = lstm_args()
     with pytest.raises(ValueError, match=r"`kernel` has dtype float64 but `inputs` has float32"):
         forward(x, fake((4, 8), "float64"), r, b)
-    with pytest.raises(ValueError, match=r"`inputs` must be float32 or float64, got float16"):
-        forward(*lstm_args(dtype="float16"))
-    with pytest.raises(ValueError, match=r"`inputs` must be float32 or float64, got bfloat16"):
-        forward(*lstm_args(dtype="bfloat16"))
+    with pytest.raises(ValueError, match=r"`inputs` must be float32, float64, float16 or "
+                                         r"bfloat16, got int32"):
+        forward(*lstm_args(dtype="int32"))
+    with pytest.raises(ValueError, match=r"`bias` has dtype float16 but `inputs` has bfloat16"):
+        forward(*lstm_args(dtype="bfloat16")[:3], fake((8,), "float16"))
     with pytest.raises(ValueError, match=r"`resets` must be a bool array, got float32"):
         forward(x, k, r, b, resets=fake((2, 3)))
     with pytest.raises(ValueError, match=r"`mask` must be a bool array, got int32"):
@@ -142,3 +143,39 @@ def test_empty_and_size_one_dimensions_count_as_contiguous(shape, strides):
     x = FakeCudaArray(shape, strides=strides)
     with pytest.raises(RuntimeError, match=NOT_AVAILABLE):
         forward(x, fake((I, 8)), fake((2, 8)), fake((8,)), resets=fake((B, T), "bool"))
+
+
+@no_gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_dtypes_pass_validation(dtype):
+    """float16 and bfloat16 arrays are accepted by both directions (every float argument in the
+    same half type) and reach the launch."""
+    x, k, r, b = lstm_args(dtype=dtype)
+    with pytest.raises(RuntimeError, match=NOT_AVAILABLE):
+        forward(x, k, r, b, resets=fake((2, 3), "bool"), h0=fake((2, 2), dtype),
+                c0=fake((2, 2), dtype), recurrent_dropout_mask=fake((2, 2), dtype))
+    saved = {name: fake(shape, dtype) for name, shape in
+             (("outputs", (2, 3, 2)), ("gates", (2, 3, 8)), ("cell_states", (2, 3, 2)),
+              ("d_outputs", (2, 3, 2)), ("d_h", (2, 2)))}
+    with pytest.raises(RuntimeError, match=NOT_AVAILABLE):
+        backward(x, k, r, b, saved)
+    with pytest.raises(ValueError, match=rf"`gates` has dtype float32 but `inputs` has {dtype}"):
+        backward(x, k, r, b, dict(saved, gates=fake((2, 3, 8))))
+
+
+@pytest.mark.parametrize("dtype, major, minor, supported", [
+    ("float16", 7, 5, True), ("float32", 7, 5, True), ("float64", 7, 5, True),
+    ("bfloat16", 7, 5, False), ("bfloat16", 8, 0, True), ("bfloat16", 9, 0, True),
+    ("bfloat16", 12, 0, True),
+])
+def test_dtype_support_per_architecture(dtype, major, minor, supported):
+    """What the CUDA kernels refuse before launching (bfloat16 below compute capability 8.0),
+    with a message that names the dtype, the requirement and the device's capability."""
+    why = nat.cuda_dtype_unsupported_reason(dtype, major, minor)
+    if supported:
+        assert why == ""
+    else:
+        assert why == ("bfloat16 needs an NVIDIA GPU of compute capability 8.0 or newer "
+                       f"(Ampere: bf16 tensor cores); this one is {major}.{minor}: use float16 "
+                       "or float32")
+    assert "unknown dtype 'int8'" in nat.cuda_dtype_unsupported_reason("int8", 9, 0)

@@ -120,6 +120,89 @@ def test_dtype_errors_name_the_argument():
         resetlstm.reset_lstm(tf.zeros([2, 3, 4], tf.int32), k, r, b)
 
 
+# ------------------------------------------------------------------ where half types run
+
+class FakeDevice:
+    def __init__(self, device):
+        self.device = device
+
+
+GPU_PROBE = FakeDevice("/job:localhost/replica:0/task:0/device:GPU:0")  # eager, on a GPU
+GRAPH_PROBE = FakeDevice("")                                          # tf.function, no scope
+CPU_PROBE = FakeDevice("/device:CPU:0")                               # pinned to the CPU
+
+
+@pytest.mark.parametrize("gpu_half, cpu_bf16, probe, native", [
+    # Ampere+ GPU: both half types native on it, widened only when the op is pinned to the CPU
+    ({"float16", "bfloat16"}, False, GPU_PROBE, {"float16", "bfloat16"}),
+    ({"float16", "bfloat16"}, False, GRAPH_PROBE, {"float16", "bfloat16"}),
+    ({"float16", "bfloat16"}, False, CPU_PROBE, set()),
+    ({"float16", "bfloat16"}, True, CPU_PROBE, {"bfloat16"}),
+    # pre-Ampere GPU: bfloat16 widened on it
+    ({"float16"}, True, GPU_PROBE, {"float16"}),
+    # no GPU (or a CPU-only build): bfloat16 native with AVX512-BF16 only, float16 never
+    (set(), True, GPU_PROBE, {"bfloat16"}),
+    (set(), False, GRAPH_PROBE, set()),
+], ids=["ampere-eager", "ampere-graph", "ampere-pinned-cpu", "ampere-pinned-bf16-cpu",
+        "turing", "cpu-bf16", "cpu-plain"])
+def test_which_half_types_run_natively(gpu_half, cpu_bf16, probe, native, monkeypatch):
+    monkeypatch.setattr(resetlstm.ops, "_GPU_HALF", frozenset(gpu_half))
+    monkeypatch.setattr(resetlstm.ops, "_NATIVE_BF16", cpu_bf16)
+    got = {name for name in HALF if resetlstm.ops._runs_natively(tf.as_dtype(name), probe)}
+    assert got == native
+    assert resetlstm.ops._runs_natively(tf.float32, CPU_PROBE)
+
+
+@pytest.mark.parametrize("cuda_build, capabilities, expected", [
+    (True, [(9, 0)], {"float16", "bfloat16"}),
+    (True, [(8, 0), (7, 5)], {"float16"}),  # every GPU must take bfloat16
+    (True, [], set()),
+    (False, [(9, 0)], set()),               # a CPU-only build never places the op on a GPU
+])
+def test_gpu_half_dtypes_from_the_devices(cuda_build, capabilities, expected, monkeypatch):
+    """_gpu_half_dtypes() reads the physical GPUs' compute capabilities (faked here: no machine
+    of this project's CI has a GPU) and build_info() reports the result."""
+    gpus = [f"GPU:{i}" for i in range(len(capabilities))]
+    monkeypatch.setattr(resetlstm.ops, "_GPU_HALF", None)
+    monkeypatch.setattr(resetlstm.ops._build_info, "CUDA", cuda_build)
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: list(gpus) if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda d: {"compute_capability": capabilities[gpus.index(d)]})
+    assert resetlstm.ops._gpu_half_dtypes() == expected
+    info = resetlstm.build_info()
+    assert info["gpu_half"] == {"float16": "float16" in expected,
+                                "bfloat16": "bfloat16" in expected}
+    if expected:
+        assert info["bf16"]["native"] == ("bfloat16" in expected)
+
+
+def op_dtype(fn, dtype):
+    """The T of the ResetLSTM node that tracing fn on [2, 3, 4] `dtype` inputs creates."""
+    spec = tf.TensorSpec([2, 3, 4], dtype)
+    graph = tf.function(fn).get_concrete_function(spec).graph
+    (node,) = [op for op in graph.get_operations() if op.type == "ResetLSTM"]
+    return node.get_attr("T")
+
+
+def test_the_op_gets_half_arguments_where_it_runs_them(monkeypatch):
+    """Through reset_lstm itself (traced, since no GPU runs it here): with a GPU that runs
+    float16 the op node is float16, unless the caller pins the CPU, where it is float32."""
+    monkeypatch.setattr(resetlstm.ops, "_GPU_HALF", frozenset({"float16"}))
+    weights = [tf.zeros([4, 8], tf.float16), tf.zeros([2, 8], tf.float16),
+               tf.zeros([8], tf.float16)]
+
+    def anywhere(x):
+        return resetlstm.reset_lstm(x, *weights)[0]
+
+    def on_cpu(x):
+        with tf.device("/CPU:0"):
+            return resetlstm.reset_lstm(x, *weights)[0]
+
+    assert op_dtype(anywhere, tf.float16) == tf.float16
+    assert op_dtype(on_cpu, tf.float16) == tf.float32
+
+
 # ------------------------------------------------------------------ Keras policies
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -66,6 +66,9 @@ namespace {
 using CublasHandle = void*;  // cublasHandle_t (struct cublasContext*)
 constexpr int kCublasOpN = 0, kCublasOpT = 1;                     // cublasOperation_t
 constexpr int kCublasDefaultMath = 0, kCublasTf32TensorOpMath = 3;  // cublasMath_t
+constexpr int kCudaR32F = 0, kCudaR16F = 2, kCudaR16BF = 14;       // cudaDataType_t
+constexpr int kCublasCompute32F = 68;                               // cublasComputeType_t
+constexpr int kCublasGemmDefault = -1;                              // cublasGemmAlgo_t
 
 struct CublasApi {
   int (*create)(CublasHandle*) = nullptr;
@@ -76,6 +79,9 @@ struct CublasApi {
                const float*, int, const float*, float*, int) = nullptr;
   int (*dgemm)(CublasHandle, int, int, int, int, int, const double*, const double*, int,
                const double*, int, const double*, double*, int) = nullptr;
+  // cublasGemmEx (cudaDataType_t and cublasComputeType_t / cublasGemmAlgo_t passed as int)
+  int (*gemm_ex)(CublasHandle, int, int, int, int, int, const void*, const void*, int, int,
+                 const void*, int, int, const void*, void*, int, int, int, int) = nullptr;
   const char* (*status_string)(int) = nullptr;  // optional
 };
 
@@ -149,7 +155,8 @@ bool try_library(void* lib, const std::string& name, CublasState* s) {
                   sym(&api.set_stream, "cublasSetStream_v2") &&
                   sym(&api.set_workspace, "cublasSetWorkspace_v2") &&
                   sym(&api.set_math_mode, "cublasSetMathMode") &&
-                  sym(&api.sgemm, "cublasSgemm_v2") && sym(&api.dgemm, "cublasDgemm_v2");
+                  sym(&api.sgemm, "cublasSgemm_v2") && sym(&api.dgemm, "cublasDgemm_v2") &&
+                  sym(&api.gemm_ex, "cublasGemmEx");
   if (!ok) return false;
   sym(&api.status_string, "cublasGetStatusString");
   s->api = api;
@@ -307,15 +314,30 @@ Status BlasSession::begin(int device, void* stream, void* workspace, int64_t wor
   return Status::Ok();
 }
 
+namespace {
+
+// cudaDataType_t of a storage type.
 template <typename T>
-Status BlasSession::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
-                         int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) const {
+constexpr int cuda_data_type() {
+  if constexpr (std::is_same_v<T, cpu::bf16>) return kCudaR16BF;
+  else if constexpr (std::is_same_v<T, cpu::f16>) return kCudaR16F;
+  else return kCudaR32F;
+}
+
+}  // namespace
+
+template <typename In, typename Out>
+Status BlasSession::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const In* A,
+                         int64_t lda, const In* B, int64_t ldb, bool accumulate, Out* C,
+                         int64_t ldc) const {
+  static_assert(std::is_same_v<In, Out> || std::is_same_v<Out, float>,
+                "GEMM results are the operands' type or float32");
   if (M <= 0 || N <= 0) return Status::Ok();
-  if (K <= 0) {  // empty sum: C = beta * C with beta in {0, 1}
-    if (beta == T(0))
-      RLSTM_CUDA_TRY(cudaMemset2DAsync(C, static_cast<size_t>(ldc) * sizeof(T), 0,
-                                       static_cast<size_t>(N) * sizeof(T), static_cast<size_t>(M),
-                                       static_cast<cudaStream_t>(stream_)));
+  if (K <= 0) {  // empty sum: C = C, or 0 (all-zero bits in every storage type)
+    if (!accumulate)
+      RLSTM_CUDA_TRY(cudaMemset2DAsync(C, static_cast<size_t>(ldc) * sizeof(Out), 0,
+                                       static_cast<size_t>(N) * sizeof(Out),
+                                       static_cast<size_t>(M), static_cast<cudaStream_t>(stream_)));
     return Status::Ok();
   }
   for (int64_t v : {M, N, K, lda, ldb, ldc})
@@ -324,25 +346,77 @@ Status BlasSession::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64
                            static_cast<long long>(v));
   // cuBLAS is column-major: the row-major C = op(A) op(B) is the column-major
   // C^T = op(B)^T op(A)^T, so the operands swap.
-  const T alpha = T(1);
   const CublasApi& api = state().api;
   const int op_a = trans_a ? kCublasOpT : kCublasOpN, op_b = trans_b ? kCublasOpT : kCublasOpN;
-  int status;
-  if constexpr (sizeof(T) == 4)
-    status = api.sgemm(handle_, op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A,
-                       int(lda), &beta, C, int(ldc));
-  else
-    status = api.dgemm(handle_, op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A,
-                       int(lda), &beta, C, int(ldc));
-  return check_cublas(status, sizeof(T) == 4 ? "cublasSgemm" : "cublasDgemm");
+  if constexpr (std::is_same_v<In, double>) {
+    const double alpha = 1, beta = accumulate ? 1 : 0;
+    return check_cublas(api.dgemm(handle_, op_b, op_a, int(N), int(M), int(K), &alpha, B,
+                                  int(ldb), A, int(lda), &beta, C, int(ldc)),
+                        "cublasDgemm");
+  } else if constexpr (std::is_same_v<In, float>) {
+    const float alpha = 1, beta = accumulate ? 1 : 0;
+    return check_cublas(api.sgemm(handle_, op_b, op_a, int(N), int(M), int(K), &alpha, B,
+                                  int(ldb), A, int(lda), &beta, C, int(ldc)),
+                        "cublasSgemm");
+  } else {  // half operands: tensor cores, float32 accumulation (alpha, beta in float)
+    const float alpha = 1, beta = accumulate ? 1 : 0;
+    const int in_type = cuda_data_type<In>(), out_type = cuda_data_type<Out>();
+    return check_cublas(
+        api.gemm_ex(handle_, op_b, op_a, int(N), int(M), int(K), &alpha, B, in_type, int(ldb), A,
+                    in_type, int(lda), &beta, C, out_type, int(ldc), kCublasCompute32F,
+                    kCublasGemmDefault),
+        "cublasGemmEx");
+  }
 }
 
-template Status BlasSession::gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*,
-                                         int64_t, const float*, int64_t, float, float*,
-                                         int64_t) const;
-template Status BlasSession::gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*,
-                                          int64_t, const double*, int64_t, double, double*,
-                                          int64_t) const;
+#define RLSTM_GEMM(In, Out)                                                                   \
+  template Status BlasSession::gemm<In, Out>(bool, bool, int64_t, int64_t, int64_t, const In*, \
+                                             int64_t, const In*, int64_t, bool, Out*, int64_t)  \
+      const;
+RLSTM_GEMM(float, float)
+RLSTM_GEMM(double, double)
+RLSTM_GEMM(cpu::bf16, cpu::bf16)
+RLSTM_GEMM(cpu::bf16, float)
+RLSTM_GEMM(cpu::f16, cpu::f16)
+RLSTM_GEMM(cpu::f16, float)
+#undef RLSTM_GEMM
+
+// ---- storage types per architecture --------------------------------------------------------------
+
+const char* dtype_unsupported_reason(const char* dtype, int major, int minor) {
+  thread_local char why[256];
+  const std::string name = dtype ? dtype : "";
+  if (name == "float32" || name == "float64" || name == "float16") return "";
+  if (name == "bfloat16") {
+    if (major >= 8) return "";
+    std::snprintf(why, sizeof why,
+                  "bfloat16 needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere: "
+                  "bf16 tensor cores); this one is %d.%d: use float16 or float32",
+                  major, minor);
+    return why;
+  }
+  std::snprintf(why, sizeof why,
+                "unknown dtype '%s' (float32, float64, float16 or bfloat16 expected)",
+                name.c_str());
+  return why;
+}
+
+template <typename T>
+Status check_dtype_support(int device) {
+  if (!std::is_same_v<T, cpu::bf16>) return Status::Ok();  // every built architecture
+  if (device < 0) RLSTM_CUDA_TRY(cudaGetDevice(&device));
+  int major = 0, minor = 0;
+  RLSTM_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  RLSTM_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  const char* why = dtype_unsupported_reason("bfloat16", major, minor);
+  if (*why) return Status::Error("%s (device %d)", why, device);
+  return Status::Ok();
+}
+
+template Status check_dtype_support<float>(int);
+template Status check_dtype_support<double>(int);
+template Status check_dtype_support<cpu::bf16>(int);
+template Status check_dtype_support<cpu::f16>(int);
 
 }  // namespace cuda
 }  // namespace resetlstm

@@ -94,11 +94,14 @@ class BlasSession {
   Status begin(int device, void* stream, void* workspace, int64_t workspace_bytes,
                bool allow_tf32);
 
-  // Row-major C[M,N] = op(A)[M,K] @ op(B)[K,N] + beta * C, op = transpose when trans_*;
-  // lda/ldb/ldc are row strides in elements. beta is 0 or 1.
-  template <typename T>
-  Status gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
-              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) const;
+  // Row-major C[M,N] = op(A)[M,K] @ op(B)[K,N] (+ C when `accumulate`), op = transpose when
+  // trans_*; lda/ldb/ldc are row strides in elements. In -> Out: float -> float and double ->
+  // double (cublasSgemm / Dgemm; float32 in the session's math mode), bf16 / f16 -> the same type
+  // or float (cublasGemmEx, float32 accumulation, tensor cores; a half result is rounded once).
+  template <typename In, typename Out>
+  Status gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const In* A,
+              int64_t lda, const In* B, int64_t ldb, bool accumulate, Out* C,
+              int64_t ldc) const;
 
  private:
   void* handle_ = nullptr;
@@ -108,6 +111,12 @@ class BlasSession {
 
 // Loads cuBLAS on first call; false with *reason when it cannot be loaded.
 bool load_cublas(const char** reason);
+
+// Whether the kernels of storage type T run on `device` (the current one when < 0): bfloat16
+// needs compute capability 8.0 or newer (bf16 tensor-core GEMMs); float16, float32 and float64
+// run on every architecture this library is built for.
+template <typename T>
+Status check_dtype_support(int device);
 
 }  // namespace cuda
 }  // namespace resetlstm

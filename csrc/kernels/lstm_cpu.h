@@ -21,6 +21,13 @@ struct bf16 {
   uint16_t bits;
 };
 
+// IEEE float16 (binary16) as stored by TensorFlow (Eigen::half), numpy and torch. Storage type
+// of the CUDA kernels only (lstm_cuda.h), with the same contract as bf16 there: half inputs,
+// weights and outputs, float32 accumulation and cell state. The CPU kernels do not take it.
+struct f16 {
+  uint16_t bits;
+};
+
 struct Dims {
   int64_t B = 0, T = 0, I = 0, H = 0;
   bool time_major = false;

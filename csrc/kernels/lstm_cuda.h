@@ -53,6 +53,18 @@ Status forward(const cpu::ForwardArgs<T>& args, void* workspace, const LaunchOpt
 template <typename T>
 Status backward(const cpu::BackwardArgs<T>& args, void* workspace, const LaunchOptions& options);
 
+// Storage types: float, double, bf16 and f16 (lstm_cpu.h). The half types keep inputs, weights,
+// outputs, saved activations and gradients in 16 bits and compute in float32: every GEMM runs
+// on tensor cores with float32 accumulation (cublasGemmEx), the pre-activations, the cell state,
+// the running gradients and the gate math are float32 for the whole sequence, and values are
+// rounded to nearest even where they are stored. bf16 needs compute capability 8.0 or newer
+// (an error Status says so on older GPUs); see half_unsupported_reason.
+
+// Why storage type `dtype` ("float16", "bfloat16", "float32", "float64") cannot run on a GPU of
+// compute capability major.minor; "" when it can. A pure function (no GPU needed), so callers
+// can decide before launching and tests can check every architecture.
+const char* dtype_unsupported_reason(const char* dtype, int major, int minor);
+
 // Whether the CUDA path can run here: a driver new enough for this build's CUDA runtime, at
 // least one device, and cuBLAS loadable. On false, *reason (if given) says why.
 bool available(const char** reason);

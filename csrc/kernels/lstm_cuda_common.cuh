@@ -2,9 +2,12 @@
 // lstm_cuda_backward.cu): row indexing, launch shapes, the compile-time flag switch.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda_support.h"
 #include "lstm_cell.h"
@@ -46,6 +49,49 @@ __device__ __forceinline__ void split_index(int64_t idx, int64_t H, int64_t* b, 
   } else {
     *b = idx / H;
     *j = idx - *b * H;
+  }
+}
+
+// ---- storage type T vs compute type acc_t<T> (as in the CPU kernels' cpu_numeric.h) ----------
+// float and double compute in themselves; bf16 and f16 are widened to float32 on load and rounded
+// to nearest even on store.
+
+template <typename T>
+struct AccOf {
+  using type = T;
+};
+template <>
+struct AccOf<cpu::bf16> {
+  using type = float;
+};
+template <>
+struct AccOf<cpu::f16> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename AccOf<T>::type;
+// Whether T is computed in a wider type (its running state then lives in workspace buffers).
+template <typename T>
+constexpr bool kWidened = !std::is_same<T, acc_t<T>>::value;
+
+__device__ __forceinline__ float to_acc(cpu::bf16 x) {
+  return __bfloat162float(__ushort_as_bfloat16(x.bits));
+}
+__device__ __forceinline__ float to_acc(cpu::f16 x) {
+  return __half2float(__ushort_as_half(x.bits));
+}
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+
+// A computed value stored as T (half types: round to nearest even; NaN stays NaN).
+template <typename T>
+__device__ __forceinline__ T from_acc(acc_t<T> x) {
+  if constexpr (std::is_same<T, cpu::bf16>::value) {
+    return cpu::bf16{__bfloat16_as_ushort(__float2bfloat16_rn(x))};
+  } else if constexpr (std::is_same<T, cpu::f16>::value) {
+    return cpu::f16{__half_as_ushort(__float2half_rn(x))};
+  } else {
+    return x;
   }
 }
 

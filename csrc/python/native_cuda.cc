@@ -9,9 +9,11 @@
 //                 cell_states, d_outputs, d_h, d_c, time_major=False, allow_tf32=False,
 //                 stream=None, recurrent_dropout_mask=None)
 //       -> (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0)
-//   cuda_available() -> bool, cuda_unavailable_reason() -> str
+//   cuda_available() -> bool, cuda_unavailable_reason() -> str,
+//   cuda_dtype_unsupported_reason(dtype, major, minor) -> str
 //
-// The same arguments as forward/backward (numpy, CPU), num_threads aside. Results and the
+// The same arguments as forward/backward (numpy, CPU), num_threads aside; float32, float64,
+// float16 and bfloat16 (half types: float32 accumulation and cell state, see lstm_cuda.h). Results and the
 // workspace are allocated with the library of `inputs` on its device; the work is enqueued on
 // `stream` (an int cudaStream_t; default: that library's current stream) without host
 // synchronisation. Arguments are read through __dlpack__ (C-contiguous, on one CUDA device).
@@ -139,6 +141,19 @@ std::optional<DeviceArray> import_optional(const OptObject& obj, const char* nam
 
 bool is_float(const dlpack::DLDataType& t, int bits) {
   return t.code == dlpack::kDLFloat && t.bits == bits;
+}
+
+bool is_bfloat16(const dlpack::DLDataType& t) {
+  return t.code == dlpack::kDLBfloat && t.bits == 16;
+}
+
+// Runs fn(T{}) with the kernels' storage type for the (validated) float dtype of `inputs`.
+template <typename Fn>
+py::tuple with_storage_type(const dlpack::DLDataType& t, Fn&& fn) {
+  if (is_float(t, 32)) return fn(float{});
+  if (is_float(t, 64)) return fn(double{});
+  if (is_float(t, 16)) return fn(cpu::f16{});
+  return fn(cpu::bf16{});
 }
 
 std::string dtype_str(const dlpack::DLDataType& t) {
@@ -313,9 +328,10 @@ Common import_common(const py::object& inputs, const py::object& kernel, const p
   c.h0 = import_optional(h0, "initial_state[0] (h)", c.stream);
   c.c0 = import_optional(c0, "initial_state[1] (c)", c.stream);
   c.rdrop = import_optional(rdrop, "recurrent_dropout_mask", c.stream);
-  if (!is_float(c.inputs.dtype, 32) && !is_float(c.inputs.dtype, 64))
-    throw py::value_error("reset_lstm (CUDA): `inputs` must be float32 or float64, got " +
-                          dtype_str(c.inputs.dtype));
+  if (!is_float(c.inputs.dtype, 32) && !is_float(c.inputs.dtype, 64) &&
+      !is_float(c.inputs.dtype, 16) && !is_bfloat16(c.inputs.dtype))
+    throw py::value_error("reset_lstm (CUDA): `inputs` must be float32, float64, float16 or "
+                          "bfloat16, got " + dtype_str(c.inputs.dtype));
   check_same(c.inputs, c.kernel, "kernel");
   check_same(c.inputs, c.rkernel, "recurrent_kernel");
   check_same(c.inputs, c.bias, "bias");
@@ -455,9 +471,9 @@ void register_cuda_functions(py::module_& m) {
         Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
                                  recurrent_dropout_mask, time_major, stream);
         prepare_launch(c, inputs);
-        if (is_float(c.inputs.dtype, 32))
-          return forward_typed<float>(inputs, c, training, allow_tf32);
-        return forward_typed<double>(inputs, c, training, allow_tf32);
+        return with_storage_type(c.inputs.dtype, [&](auto t) {
+          return forward_typed<decltype(t)>(inputs, c, training, allow_tf32);
+        });
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
@@ -467,7 +483,9 @@ void register_cuda_functions(py::module_& m) {
       "Forward over a sequence on the GPU (torch CUDA tensors or CuPy arrays). Returns (outputs, "
       "h_T, c_T, gates, cell_states) of the library of `inputs`; gates and cell_states are empty "
       "when training=False. Enqueued on `stream` (int cudaStream_t; default: the library's "
-      "current stream), no host synchronisation. allow_tf32: float32 GEMMs may use TF32.");
+      "current stream), no host synchronisation. allow_tf32: float32 GEMMs may use TF32. "
+      "float16 / bfloat16 arrays run tensor-core GEMMs with float32 accumulation and a float32 "
+      "cell state; bfloat16 needs compute capability 8.0+.");
   m.def(
       "backward_cuda",
       [](const py::object& inputs, const py::object& kernel, const py::object& recurrent_kernel,
@@ -494,9 +512,9 @@ void register_cuda_functions(py::module_& m) {
             {shape_of(y), shape_of(g), shape_of(cl), shape_of(dy), shape_of(dh), shape_of(dc)}, d);
         if (!error.empty()) throw py::value_error("reset_lstm backward (CUDA): " + error);
         prepare_launch(c, inputs);
-        if (is_float(c.inputs.dtype, 32))
-          return backward_typed<float>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
-        return backward_typed<double>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
+        return with_storage_type(c.inputs.dtype, [&](auto t) {
+          return backward_typed<decltype(t)>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
+        });
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
@@ -510,6 +528,13 @@ void register_cuda_functions(py::module_& m) {
       "Whether forward_cuda/backward_cuda can run: NVIDIA driver (R580+ for this CUDA 13 build), "
       "a CUDA device and cuBLAS (libcublas.so.13 or .so.12) present. See "
       "cuda_unavailable_reason().");
+  m.def(
+      "cuda_dtype_unsupported_reason",
+      [](const std::string& dtype, int major, int minor) {
+        return std::string(cuda::dtype_unsupported_reason(dtype.c_str(), major, minor));
+      },
+      py::arg("dtype"), py::arg("major"), py::arg("minor"),
+      "Why `dtype` cannot run on a GPU of compute capability major.minor ('' when it can).");
   m.def("cuda_unavailable_reason", &unavailable_reason,
         "Why the CUDA path cannot run here ('' when it can).");
   m.def(
@@ -533,6 +558,9 @@ void register_cuda_functions(py::module_& m) {
   m.def("backward_cuda", unavailable, "Not available: built without CUDA.");
   m.def("cuda_available", [] { return false; }, "False: built without CUDA.");
   m.def("cuda_unavailable_reason", [] { return std::string(kReason); });
+  m.def("cuda_dtype_unsupported_reason", [](const std::string&, int, int) {
+    return std::string(kReason);
+  });
   m.def("cuda_cublas_library", [] { return std::string(); });
 }
 

@@ -75,12 +75,28 @@ void CheckDtype(const py::dtype& want, const OptArray& a, const char* name) {
                           "; all float arguments must share one dtype");
 }
 
+// numpy element type of a kernel storage type: bf16 travels as its 16 bits (uint16), viewed
+// from / back to ml_dtypes' bfloat16 at the module boundary.
 template <typename T>
-using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+struct NumpyOf {
+  using type = T;
+};
+template <>
+struct NumpyOf<cpu::bf16> {
+  using type = uint16_t;
+};
 
 template <typename T>
-const T* Ptr(const std::optional<Arr<T>>& a) {
-  return a ? a->data() : nullptr;
+using Arr = py::array_t<typename NumpyOf<T>::type, py::array::c_style | py::array::forcecast>;
+
+template <typename T, typename Array>
+const T* Ptr(const std::optional<Array>& a) {
+  return a ? reinterpret_cast<const T*>(a->data()) : nullptr;
+}
+
+template <typename T>
+T* MutPtr(Arr<T>& a) {
+  return reinterpret_cast<T*>(a.mutable_data());
 }
 
 template <typename T>
@@ -121,24 +137,24 @@ py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::ar
   Arr<T> cells(training ? SeqShape(d, d.H) : std::vector<py::ssize_t>{0});
   cpu::ForwardArgs<T> a;
   a.dims = d;
-  a.inputs = x->data();
-  a.kernel = k->data();
-  a.recurrent_kernel = rk->data();
-  a.bias = b->data();
-  a.resets = Ptr(ra);
-  a.mask = Ptr(ma);
-  a.h0 = Ptr(h0a);
-  a.c0 = Ptr(c0a);
-  a.recurrent_dropout_mask = Ptr(mda);
-  a.outputs = outputs.mutable_data();
-  a.h_final = h.mutable_data();
-  a.c_final = c.mutable_data();
-  a.gates = training ? gates.mutable_data() : nullptr;
-  a.cells = training ? cells.mutable_data() : nullptr;
+  a.inputs = Ptr<T>(x);
+  a.kernel = Ptr<T>(k);
+  a.recurrent_kernel = Ptr<T>(rk);
+  a.bias = Ptr<T>(b);
+  a.resets = Ptr<bool>(ra);
+  a.mask = Ptr<bool>(ma);
+  a.h0 = Ptr<T>(h0a);
+  a.c0 = Ptr<T>(c0a);
+  a.recurrent_dropout_mask = Ptr<T>(mda);
+  a.outputs = MutPtr<T>(outputs);
+  a.h_final = MutPtr<T>(h);
+  a.c_final = MutPtr<T>(c);
+  a.gates = training ? MutPtr<T>(gates) : nullptr;
+  a.cells = training ? MutPtr<T>(cells) : nullptr;
   Arr<T> workspace({std::max<int64_t>(1, cpu::forward_workspace_size<T>(d, training) + 64)});
   {
     py::gil_scoped_release release;
-    T* ws = workspace.mutable_data();
+    T* ws = MutPtr<T>(workspace);
     ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t(63));
     cpu::forward<T>(ThreadRunner(num_threads), a, ws);
   }
@@ -172,31 +188,31 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
       dh0({d.B, d.H}), dc0({d.B, d.H});
   cpu::BackwardArgs<T> a;
   a.dims = d;
-  a.inputs = x->data();
-  a.kernel = k->data();
-  a.recurrent_kernel = rk->data();
-  a.resets = Ptr(ra);
-  a.mask = Ptr(ma);
-  a.h0 = Ptr(h0a);
-  a.c0 = Ptr(c0a);
-  a.recurrent_dropout_mask = Ptr(mda);
-  a.outputs = ya->data();
-  a.gates = ga->data();
-  a.cells = ca->data();
-  a.d_outputs = Ptr(dya);
-  a.d_h_final = Ptr(dha);
-  a.d_c_final = Ptr(dca);
-  a.d_inputs = dx.mutable_data();
-  a.d_kernel = dk.mutable_data();
-  a.d_recurrent_kernel = drk.mutable_data();
-  a.d_bias = db.mutable_data();
-  a.d_h0 = dh0.mutable_data();
-  a.d_c0 = dc0.mutable_data();
+  a.inputs = Ptr<T>(x);
+  a.kernel = Ptr<T>(k);
+  a.recurrent_kernel = Ptr<T>(rk);
+  a.resets = Ptr<bool>(ra);
+  a.mask = Ptr<bool>(ma);
+  a.h0 = Ptr<T>(h0a);
+  a.c0 = Ptr<T>(c0a);
+  a.recurrent_dropout_mask = Ptr<T>(mda);
+  a.outputs = Ptr<T>(ya);
+  a.gates = Ptr<T>(ga);
+  a.cells = Ptr<T>(ca);
+  a.d_outputs = Ptr<T>(dya);
+  a.d_h_final = Ptr<T>(dha);
+  a.d_c_final = Ptr<T>(dca);
+  a.d_inputs = MutPtr<T>(dx);
+  a.d_kernel = MutPtr<T>(dk);
+  a.d_recurrent_kernel = MutPtr<T>(drk);
+  a.d_bias = MutPtr<T>(db);
+  a.d_h0 = MutPtr<T>(dh0);
+  a.d_c0 = MutPtr<T>(dc0);
   Arr<T> workspace(
       {std::max<int64_t>(1, cpu::backward_workspace_size<T>(d, mask.has_value()) + 64)});
   {
     py::gil_scoped_release release;
-    T* ws = workspace.mutable_data();
+    T* ws = MutPtr<T>(workspace);
     ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t(63));
     cpu::backward<T>(ThreadRunner(num_threads), a, ws);
   }
@@ -206,6 +222,24 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
 bool IsFloat(const py::dtype& dt, char kind_size) {
   return dt.kind() == 'f' && dt.itemsize() == (kind_size == 'f' ? 4 : 8);
 }
+
+// ml_dtypes' bfloat16 (the numpy dtype TF and JAX use; numpy has none of its own).
+bool IsBfloat16(const py::dtype& dt) {
+  return dt.itemsize() == 2 && py::str(dt.attr("name")).cast<std::string>() == "bfloat16";
+}
+
+// bfloat16 arrays as their raw 16 bits (uint16) for the bf16 kernels, and back.
+OptArray Bits(const OptArray& a) {
+  if (!a) return a;
+  return py::array(a->attr("view")("uint16"));
+}
+py::tuple ViewAs(const py::tuple& results, const py::dtype& dt) {
+  py::tuple out(results.size());
+  for (size_t i = 0; i < results.size(); ++i) out[i] = results[i].attr("view")(dt);
+  return out;
+}
+
+const char* kFloatTypes = "float32, float64 or bfloat16 (ml_dtypes)";
 
 }  // namespace
 }  // namespace resetlstm
@@ -231,14 +265,21 @@ PYBIND11_MODULE(_native, m) {
         if (IsFloat(dt, 'd'))
           return Forward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
                                  recurrent_dropout_mask, time_major, training, num_threads);
-        throw py::value_error("reset_lstm: `inputs` must be float32 or float64, got " +
-                              py::str(dt).cast<std::string>());
+        if (IsBfloat16(dt))
+          return ViewAs(Forward<cpu::bf16>(*Bits(inputs), *Bits(kernel), *Bits(recurrent_kernel),
+                                           *Bits(bias), resets, mask, Bits(h0), Bits(c0),
+                                           Bits(recurrent_dropout_mask), time_major, training,
+                                           num_threads),
+                        dt);
+        throw py::value_error(std::string("reset_lstm: `inputs` must be ") + kFloatTypes +
+                              ", got " + py::str(dt).cast<std::string>());
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
       py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
       py::arg("num_threads") = 0, py::arg("recurrent_dropout_mask") = py::none(),
-      "Forward over a sequence. Returns (outputs, h_T, c_T, gates, cell_states); gates and "
+      "Forward over a sequence (float32, float64, or ml_dtypes.bfloat16: the bf16 kernels, "
+      "float32 accumulation and cell state). Returns (outputs, h_T, c_T, gates, cell_states); gates and "
       "cell_states are empty when training=False. recurrent_dropout_mask [B, H]: every step "
       "reads recurrent_dropout_mask * h in the recurrent matmul.");
   m.def(
@@ -265,8 +306,16 @@ PYBIND11_MODULE(_native, m) {
           return Backward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
                                   outputs, gates, cells, d_outputs, d_h, d_c,
                                   recurrent_dropout_mask, time_major, num_threads);
-        throw py::value_error("reset_lstm: `inputs` must be float32 or float64, got " +
-                              py::str(dt).cast<std::string>());
+        if (IsBfloat16(dt))
+          return ViewAs(
+              Backward<cpu::bf16>(*Bits(inputs), *Bits(kernel), *Bits(recurrent_kernel),
+                                  *Bits(bias), resets, mask, Bits(h0), Bits(c0), *Bits(outputs),
+                                  *Bits(gates), *Bits(cells), Bits(d_outputs), Bits(d_h),
+                                  Bits(d_c), Bits(recurrent_dropout_mask), time_major,
+                                  num_threads),
+              dt);
+        throw py::value_error(std::string("reset_lstm: `inputs` must be ") + kFloatTypes +
+                              ", got " + py::str(dt).cast<std::string>());
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),

@@ -21,8 +21,8 @@ using tensorflow::TensorShape;
 
 namespace {
 
-// A tensor's buffer as the kernels' element type (tensorflow::bfloat16 -> cpu::bf16: same
-// 16 bits).
+// A tensor's buffer as the kernels' element type (tensorflow::bfloat16 -> cpu::bf16,
+// Eigen::half -> cpu::f16: the same 16 bits).
 template <typename T>
 T* Data(Tensor* t) {
   return reinterpret_cast<T*>(const_cast<char*>(t->tensor_data().data()));
@@ -41,7 +41,12 @@ template <>
 struct KernelType<tensorflow::bfloat16> {
   using type = cpu::bf16;
 };
+template <>
+struct KernelType<Eigen::half> {
+  using type = cpu::f16;
+};
 static_assert(sizeof(tensorflow::bfloat16) == sizeof(cpu::bf16), "bfloat16 is 16 bits");
+static_assert(sizeof(Eigen::half) == sizeof(cpu::f16), "half is 16 bits");
 
 Shape ToShape(const Tensor& t, bool present = true) {
   if (!present) return Shape::absent();
@@ -227,9 +232,13 @@ RLSTM_REGISTER(tensorflow::DEVICE_CPU, CPUDevice, double)
 RLSTM_REGISTER(tensorflow::DEVICE_CPU, CPUDevice, tensorflow::bfloat16)
 
 #if GOOGLE_CUDA
-// All inputs, the bool resets/mask included, live in device memory.
+// All inputs, the bool resets/mask included, live in device memory. float16 runs only here (the
+// CPU kernels have no float16; ops.py widens it to float32 off the GPU); bfloat16 needs compute
+// capability 8.0+ (the kernel reports an error on older GPUs; ops.py widens there too).
 RLSTM_REGISTER(tensorflow::DEVICE_GPU, GPUDevice, float)
 RLSTM_REGISTER(tensorflow::DEVICE_GPU, GPUDevice, double)
+RLSTM_REGISTER(tensorflow::DEVICE_GPU, GPUDevice, Eigen::half)
+RLSTM_REGISTER(tensorflow::DEVICE_GPU, GPUDevice, tensorflow::bfloat16)
 #endif
 
 #undef RLSTM_REGISTER

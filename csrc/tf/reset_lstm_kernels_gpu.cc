@@ -60,8 +60,12 @@ void BackwardFunctor<GPUDevice, T>::operator()(tensorflow::OpKernelContext* ctx,
 
 template struct ForwardFunctor<GPUDevice, float>;
 template struct ForwardFunctor<GPUDevice, double>;
+template struct ForwardFunctor<GPUDevice, cpu::bf16>;
+template struct ForwardFunctor<GPUDevice, cpu::f16>;
 template struct BackwardFunctor<GPUDevice, float>;
 template struct BackwardFunctor<GPUDevice, double>;
+template struct BackwardFunctor<GPUDevice, cpu::bf16>;
+template struct BackwardFunctor<GPUDevice, cpu::f16>;
 
 }  // namespace resetlstm
 

@@ -103,7 +103,8 @@ class ResetLSTM(keras.layers.LSTM):
       them in the compute dtype, accumulates every matmul in float32 and keeps the cell state in
       float32 across the whole sequence; outputs come back in the compute dtype. Under
       ``mixed_bfloat16`` on a CPU with AVX512-BF16 the op runs its bf16 kernels (bf16 matmul
-      operands, ~1.6x the float32 speed); otherwise half types are widened to float32 inside.
+      operands, ~1.6x the float32 speed); on a GPU both policies run half kernels (bfloat16 on
+      compute capability 8.0+); otherwise half types are widened to float32 inside.
 
     Only a non-tanh ``activation`` or a non-sigmoid ``recurrent_activation`` is refused (the
     fused kernel computes tanh and sigmoid), with a ValueError at construction; so are dropout

@@ -11,32 +11,65 @@ from resetlstm._version import __version__
 _LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resetlstm_ops.so")
 _ops = tf.load_op_library(_LIBRARY_PATH)
 
-# The kernels take float32, float64 and bfloat16 (inputs, weights, outputs and saved activations
-# in bfloat16; every matmul accumulates in float32 and the cell state stays float32 for the whole
-# sequence). bfloat16 runs in the bf16 kernels on a CPU with AVX512-BF16 when no GPU is visible.
-# Otherwise (float16 always; bfloat16 on CPUs without AVX512-BF16, whose emulated bf16 GEMMs are
-# slower than float32 ones, or with a GPU, whose CUDA kernels are float32/float64) half arguments
-# are widened to float32 at the op's boundary and the results rounded back; gradients come back
-# in each argument's dtype through the casts.
+# The kernels take float32 and float64, and half types: inputs, weights, outputs and saved
+# activations in 16 bits, every matmul accumulating in float32 and the cell state float32 for the
+# whole sequence. Which half types run natively depends on where the op runs:
+# - on a GPU (a CUDA build with a visible GPU, the op not pinned to the CPU): float16 always,
+#   bfloat16 on compute capability 8.0+ (tensor-core GEMMs);
+# - on the CPU: bfloat16 with AVX512-BF16 (its vdpbf16ps unit); no float16 kernels.
+# Otherwise (float16 on the CPU; bfloat16 on CPUs without AVX512-BF16, whose emulated bf16 GEMMs
+# are slower than float32 ones, or on pre-Ampere GPUs) half arguments are widened to float32 at
+# the op's boundary and the results rounded back; gradients come back in each argument's dtype
+# through the casts.
 _KERNEL_DTYPES = (tf.float32, tf.float64)
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
 _FLOAT_DTYPES = _KERNEL_DTYPES + _HALF_DTYPES
 
 
 _NATIVE_BF16 = None
+_GPU_HALF = None
 
 
 def _native_bf16() -> bool:
-    """Whether bfloat16 arguments run in the op's bf16 kernels (see above)."""
+    """Whether bfloat16 runs in the CPU's bf16 kernels (AVX512-BF16; see above)."""
     global _NATIVE_BF16
     if _NATIVE_BF16 is None:
         from resetlstm import _native
 
+        _NATIVE_BF16 = _native.bf16_gemm() == "avx512_bf16"
+    return _NATIVE_BF16
+
+
+def _gpu_half_dtypes() -> frozenset:
+    """The half dtypes the op's GPU kernels run natively on the visible GPUs: empty without a
+    GPU or without CUDA in this build; float16 on every GPU; bfloat16 when all of them have
+    compute capability 8.0 or newer."""
+    global _GPU_HALF
+    if _GPU_HALF is None:
         # physical, not logical, devices: listing them does not initialize TF's runtime, so a
         # script can still configure threads and devices after build_info()
-        _NATIVE_BF16 = (_native.bf16_gemm() == "avx512_bf16"
-                        and not tf.config.list_physical_devices("GPU"))
-    return _NATIVE_BF16
+        gpus = tf.config.list_physical_devices("GPU") if _build_info.CUDA else []
+        names = set()
+        if gpus:
+            names.add("float16")
+            caps = [tf.config.experimental.get_device_details(g).get("compute_capability")
+                    for g in gpus]
+            if all(cap is not None and tuple(cap) >= (8, 0) for cap in caps):
+                names.add("bfloat16")
+        _GPU_HALF = frozenset(names)
+    return _GPU_HALF
+
+
+def _runs_natively(dtype, probe) -> bool:
+    """Whether `dtype` arguments run in the op's own kernels for that dtype rather than widened
+    to float32. `probe` is a tensor made in the caller's device scope: the op goes where it
+    goes (a GPU, unless the scope pins the CPU)."""
+    if dtype in _KERNEL_DTYPES:
+        return True
+    gpu_half = _gpu_half_dtypes()
+    if gpu_half and "CPU" not in probe.device.upper():  # the op runs on a GPU
+        return dtype.name in gpu_half
+    return dtype == tf.bfloat16 and _native_bf16()
 
 
 def build_info() -> dict:
@@ -48,11 +81,15 @@ def build_info() -> dict:
     how bfloat16 runs: ``cpu_gemm`` is ``"avx512_bf16"`` (the CPU's vdpbf16ps instruction) or
     ``"emulated"`` (CPUs without AVX512-BF16: bf16 widened to float32 FMAs, same results up to
     summation order but slower than the float32 kernels); ``native``: whether ``reset_lstm``
-    runs bfloat16 arguments in the bf16 kernels (only with ``"avx512_bf16"`` and no visible
-    GPU); when False they are widened to float32 and run in the float32 kernels.
+    (outside any device scope) runs bfloat16 arguments in bf16 kernels: on a visible GPU when
+    its compute capability is 8.0 or newer, else on the CPU with ``"avx512_bf16"``; when False
+    they are widened to float32 and run in the float32 kernels. ``gpu_half``: for ``float16``
+    and ``bfloat16``, whether the visible GPUs run them in the half kernels (tensor-core GEMMs,
+    float32 accumulation and cell state); both False without a GPU or without CUDA.
     """
     from resetlstm import _native
 
+    gpu_half = _gpu_half_dtypes()
     return {
         "version": __version__,
         "tensorflow": _build_info.TENSORFLOW,
@@ -60,7 +97,9 @@ def build_info() -> dict:
         "cuda": bool(_build_info.CUDA),
         "cuda_architectures": _build_info.CUDA_ARCHITECTURES,
         "simd": {"compiled": list(_build_info.SIMD_COMPILED), "selected": _native.selected_isa()},
-        "bf16": {"cpu_gemm": _native.bf16_gemm(), "native": _native_bf16()},
+        "bf16": {"cpu_gemm": _native.bf16_gemm(),
+                 "native": "bfloat16" in gpu_half if gpu_half else _native_bf16()},
+        "gpu_half": {name: name in gpu_half for name in ("float16", "bfloat16")},
     }
 
 
@@ -122,9 +161,9 @@ def reset_lstm(
       inputs: [B, T, I] float32, float64, float16 or bfloat16 ([T, B, I] if ``time_major``).
         All float arguments share its dtype. Half types compute in float32 inside (every matmul
         accumulates in float32 and the cell state stays float32 between steps); results come
-        back in the half type. bfloat16 runs in bf16 kernels on a CPU with AVX512-BF16 (bf16 GEMM
-        operands on its vdpbf16ps unit; ``build_info()["bf16"]``); other half cases run the
-        float32 kernels on widened copies.
+        back in the half type. On a GPU float16 and bfloat16 (compute capability 8.0+) run in
+        half kernels (tensor-core GEMMs); on the CPU bfloat16 does with AVX512-BF16 (vdpbf16ps);
+        other half cases run the float32 kernels on widened copies (``build_info()``).
       kernel: [I, 4H], recurrent_kernel: [H, 4H], bias: [4H]. Keras layout, gates i, f, c, o,
         so the weights of ``keras.layers.LSTM`` load 1:1.
       resets: optional [B, T] ([T, B]) bool or 0/1: True at (b, t) zeroes row b's h and c
@@ -171,7 +210,7 @@ def reset_lstm(
         else:
             drop = placeholder_state
         floats = [inputs, kernel, recurrent_kernel, bias, h0, c0, drop]
-        widen = dtype == tf.float16 or (dtype == tf.bfloat16 and not _native_bf16())
+        widen = not _runs_natively(dtype, placeholder_state)
         if widen:  # float32 kernels; see _HALF_DTYPES
             floats = [tf.cast(t, tf.float32) for t in floats]
         inputs_k, kernel_k, recurrent_kernel_k, bias_k, h0_k, c0_k, drop_k = floats
