@@ -211,3 +211,18 @@ def backward(inputs, kernel, rk, resets, mask, h0, c0, outputs, gates, cells, d_
     d_inputs = q(dz @ kernel.T).reshape(inputs.shape)
     d_bias = q(dz.sum(axis=0))  # column_sums in acc_t
     return d_inputs, d_kernel, d_rk, d_bias, q(dh), q(dc)
+
+
+def forward_backward(p, time_major=False, storage=None):
+    """forward() then backward() on a conftest.make_problem dict (batch-major arrays; `time_major`
+    runs the time-major layout): ((outputs, h, c, gates, cells), (dx, dK, dR, db, dh0, dc0)) in
+    the layout run."""
+    tm = (lambda a: None if a is None else np.ascontiguousarray(np.swapaxes(a, 0, 1))) \
+        if time_major else (lambda a: a)
+    x, r, m, dy = tm(p["inputs"]), tm(p["resets"]), tm(p["mask"]), tm(p["d_outputs"])
+    fwd = forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], resets=r, mask=m, h0=p["h0"],
+                  c0=p["c0"], dropout=p.get("dropout"), time_major=time_major, storage=storage)
+    bwd = backward(x, p["kernel"], p["recurrent_kernel"], r, m, p["h0"], p["c0"], fwd[0], fwd[3],
+                   fwd[4], dy, p["d_h"], p["d_c"], dropout=p.get("dropout"),
+                   time_major=time_major, storage=storage)
+    return fwd, bwd

@@ -22,21 +22,20 @@ def layout(a, time_major):
     return None if a is None or not time_major else np.ascontiguousarray(np.swapaxes(a, 0, 1))
 
 
-def run_both(p, time_major):
+def cpu_run(p, time_major):
+    """The CPU kernels (_native.forward then backward) in the given layout."""
     tm = lambda a: layout(a, time_major) if time_major else a  # noqa: E731
     x, r, m, dy = tm(p["inputs"]), tm(p["resets"]), tm(p["mask"]), tm(p["d_outputs"])
     args = (x, p["kernel"], p["recurrent_kernel"], p["bias"])
-    cpu_fwd = native().forward(*args, resets=r, mask=m, h0=p["h0"], c0=p["c0"],
-                               time_major=time_major, recurrent_dropout_mask=p["dropout"])
-    gpu_fwd = cuda_replay.forward(*args, resets=r, mask=m, h0=p["h0"], c0=p["c0"],
-                                  dropout=p["dropout"], time_major=time_major)
-    cpu_bwd = native().backward(*args, r, m, p["h0"], p["c0"], *cpu_fwd[0:1], cpu_fwd[3],
-                                cpu_fwd[4], dy, p["d_h"], p["d_c"], time_major=time_major,
-                                recurrent_dropout_mask=p["dropout"])
-    gpu_bwd = cuda_replay.backward(x, p["kernel"], p["recurrent_kernel"], r, m, p["h0"], p["c0"],
-                                   gpu_fwd[0], gpu_fwd[3], gpu_fwd[4], dy, p["d_h"], p["d_c"],
-                                   dropout=p["dropout"], time_major=time_major)
-    return (cpu_fwd, cpu_bwd), (gpu_fwd, gpu_bwd)
+    fwd = native().forward(*args, resets=r, mask=m, h0=p["h0"], c0=p["c0"],
+                           time_major=time_major, recurrent_dropout_mask=p["dropout"])
+    bwd = native().backward(*args, r, m, p["h0"], p["c0"], fwd[0], fwd[3], fwd[4], dy, p["d_h"],
+                            p["d_c"], time_major=time_major, recurrent_dropout_mask=p["dropout"])
+    return fwd, bwd
+
+
+def run_both(p, time_major):
+    return cpu_run(p, time_major), cuda_replay.forward_backward(p, time_major)
 
 
 def compare(cpu, gpu, tol):
@@ -99,18 +98,6 @@ def half_problem(p, dtype):
     return rounded, as_f32
 
 
-def replay(p, time_major, storage):
-    tm = lambda a: layout(a, time_major) if time_major else a  # noqa: E731
-    x, r, m, dy = tm(p["inputs"]), tm(p["resets"]), tm(p["mask"]), tm(p["d_outputs"])
-    fwd = cuda_replay.forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], resets=r, mask=m,
-                              h0=p["h0"], c0=p["c0"], dropout=p["dropout"],
-                              time_major=time_major, storage=storage)
-    bwd = cuda_replay.backward(x, p["kernel"], p["recurrent_kernel"], r, m, p["h0"], p["c0"],
-                               fwd[0], fwd[3], fwd[4], dy, p["d_h"], p["d_c"],
-                               dropout=p["dropout"], time_major=time_major, storage=storage)
-    return fwd, bwd
-
-
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
 @pytest.mark.parametrize("resets, mask, state, dropout", FLAGS,
                          ids=["".join(n for n, on in zip("RMSD", f) if on) or "plain"
@@ -127,8 +114,8 @@ def test_cuda_bf16_sequence_matches_cpu_bf16_kernel(resets, mask, state, dropout
                      6, 14, 12, 16, np.float32, resets=resets, mask=mask, state=state,
                      dropout=dropout)
     p16, p32 = half_problem(p, ml_dtypes.bfloat16)
-    cpu, _ = run_both(p16, time_major)  # the CPU kernels in bf16 (run_both's replay: unused)
-    gpu = replay(p32, time_major, "bfloat16")
+    cpu = cpu_run(p16, time_major)  # the CPU kernels in bf16
+    gpu = cuda_replay.forward_backward(p32, time_major, "bfloat16")
     names = ["outputs", "h", "c", "gates", "cells", "d_inputs", "d_kernel",
              "d_recurrent_kernel", "d_bias", "d_h0", "d_c0"]
     equal = total = 0
@@ -155,8 +142,8 @@ def test_cuda_f16_sequence_against_float32_kernel():
     p = make_problem(1200, 8, 20, 16, 16, np.float32, resets=True, mask=True, state=True,
                      dropout=True)
     _, p32 = half_problem(p, np.float16)
-    cpu, _ = run_both(p32, False)
-    gpu = replay(p32, False, "float16")
+    cpu = cpu_run(p32, False)
+    gpu = cuda_replay.forward_backward(p32, False, "float16")
     for a, b in zip(list(cpu[0]) + list(cpu[1]), list(gpu[0]) + list(gpu[1])):
         np.testing.assert_array_equal(np.asarray(b).astype(np.float16).astype(np.float32), b)
     compare(cpu, gpu, 4e-3)

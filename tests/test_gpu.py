@@ -407,14 +407,7 @@ def gpu_half_run(p, storage, time_major=False, training=True, upstream=True):
 
 
 def replay_run(p, storage, time_major=False):
-    tm = _tm(time_major)
-    x, r, m, dy = tm(p["inputs"]), tm(p["resets"]), tm(p["mask"]), tm(p["d_outputs"])
-    fwd = cuda_replay.forward(x, p["kernel"], p["recurrent_kernel"], p["bias"], resets=r,
-                              mask=m, h0=p["h0"], c0=p["c0"], dropout=p.get("dropout"),
-                              time_major=time_major, storage=storage)
-    g = cuda_replay.backward(x, p["kernel"], p["recurrent_kernel"], r, m, p["h0"], p["c0"],
-                             fwd[0], fwd[3], fwd[4], dy, p["d_h"], p["d_c"],
-                             dropout=p.get("dropout"), time_major=time_major, storage=storage)
+    fwd, g = cuda_replay.forward_backward(p, time_major, storage)
     return fwd, dict(zip(GRAD_NAMES, g))
 
 

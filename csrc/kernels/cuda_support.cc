@@ -66,6 +66,9 @@ namespace {
 using CublasHandle = void*;  // cublasHandle_t (struct cublasContext*)
 constexpr int kCublasOpN = 0, kCublasOpT = 1;                     // cublasOperation_t
 constexpr int kCublasDefaultMath = 0, kCublasTf32TensorOpMath = 3;  // cublasMath_t
+// cublasMath_t flag: split-K reductions of half-output GEMMs accumulate in the compute type
+// (float32), not in the half output type (cuBLAS's default allows the latter).
+constexpr int kCublasDisallowReducedPrecisionReduction = 16;
 constexpr int kCudaR32F = 0, kCudaR16F = 2, kCudaR16BF = 14;       // cudaDataType_t
 constexpr int kCublasCompute32F = 68;                               // cublasComputeType_t
 constexpr int kCublasGemmDefault = -1;                              // cublasGemmAlgo_t
@@ -309,7 +312,8 @@ Status BlasSession::begin(int device, void* stream, void* workspace, int64_t wor
         api.set_workspace(handle_, workspace, static_cast<size_t>(workspace_bytes)),
         "cublasSetWorkspace"));
   RLSTM_TRY(check_cublas(
-      api.set_math_mode(handle_, allow_tf32 ? kCublasTf32TensorOpMath : kCublasDefaultMath),
+      api.set_math_mode(handle_, (allow_tf32 ? kCublasTf32TensorOpMath : kCublasDefaultMath) |
+                                     kCublasDisallowReducedPrecisionReduction),
       "cublasSetMathMode"));
   return Status::Ok();
 }
