@@ -129,6 +129,13 @@ def timed(fn):
     return (time.perf_counter() - t0) * 1e3, out
 
 
+def timed_burst(fn, burst):
+    """`burst` calls of fn back to back, each timed (ms). Both processes of the bench time every
+    variant this way, so each gets its caches warm from its own previous call however the
+    variants are interleaved (the TF variants share one process; torch runs in another)."""
+    return [timed(fn)[0] for _ in range(burst)]
+
+
 def fmt_ms(ms):
     if ms is None:
         return "–"

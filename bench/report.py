@@ -228,9 +228,10 @@ def markdown(res):
         f"- versions: TensorFlow {v.get('tensorflow')}, Keras {v.get('keras')}, torch {v.get('torch') or 'not installed'}"
         f", numpy {v.get('numpy')}, resetlstm {v.get('resetlstm')}",
         f"- resetlstm.build_info(): `{json.dumps(res.get('resetlstm_build_info'))}`",
-        f"- timing: median of {s['reps']} reps after {s['warmup']} warm-up calls (the first one traces); variants"
-        f" interleaved rep by rep in one process (torch: in a subprocess right after the TF variants of the same"
-        f" shape); load average at start {m.get('loadavg_at_start')}, at end {res.get('loadavg_at_end')}",
+        f"- timing: median of {s['reps']} reps x {s.get('burst', 1)} back-to-back calls after {s['warmup']}"
+        f" warm-up calls (the first one traces); variants interleaved rep by rep in one process (torch: in a"
+        f" subprocess right after the TF variants of the same shape, timed the same way); load average at"
+        f" start {m.get('loadavg_at_start')}, at end {res.get('loadavg_at_end')}",
         f"- run took {res.get('total_s', 0):.0f} s; command: `{res.get('command')}`",
         "",
         "Speedup = peer's median time / resetlstm's median time (>1: resetlstm faster). The naive reset loop"

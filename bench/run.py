@@ -146,6 +146,9 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=None,
                     help="untimed calls before timing, the first one traces (default 2; quick 1)")
     ap.add_argument("--sweep-reps", type=int, default=None, help="timed reps per sweep point (default 5; quick 1)")
+    ap.add_argument("--burst", type=int, default=None,
+                    help="calls per variant per rep, back to back, each timed (default 3; quick 1): "
+                         "every variant is timed with warm caches, in either process")
     ap.add_argument("--threads", type=int, default=None,
                     help="TF intra-op threads and torch threads (default: cores available)")
     ap.add_argument("--matmul-n", type=int, default=None, help="size of the square matmul (default 2048)")
@@ -165,6 +168,7 @@ def parse_args(argv=None):
     a.reps = a.reps or (2 if q else 9)
     a.warmup = a.warmup or (1 if q else 2)
     a.sweep_reps = a.sweep_reps or (1 if q else 5)
+    a.burst = a.burst or (1 if q else 3)
     a.threads = a.threads or common.default_threads()
     a.matmul_n = a.matmul_n or (256 if q else 2048)
     a.shape_list = parse_shapes(a.shapes) if a.shapes is not None else (QUICK_SHAPES if q else MAIN_SHAPES)
@@ -224,7 +228,8 @@ def run_torch(args, cases, reps):
     with tempfile.TemporaryDirectory() as td:
         spec = os.path.join(td, "spec.json")
         out = os.path.join(td, "out.json")
-        json.dump({"threads": args.threads, "warmup": args.warmup, "reps": reps, "cases": cases},
+        json.dump({"threads": args.threads, "warmup": args.warmup, "reps": reps,
+                   "burst": args.burst, "cases": cases},
                   open(spec, "w"))
         t0 = time.perf_counter()
         p = subprocess.run([sys.executable, os.path.join(HERE, "torch_bench.py"), "--spec", spec, "--out", out])
@@ -351,10 +356,11 @@ def run_shape(args, env, B, T, I, H, variants, modes, reps, checks_on, tag):
         k = rep % len(jobs)
         for name, mode in jobs[k:] + jobs[:k]:
             if name == "matmul":
-                mm_times.append(common.timed(mm_fn)[0])
+                mm_times.extend(common.timed_burst(mm_fn, args.burst))
             else:
                 case = cases[name]
-                times[name][mode].append(common.timed(case.fwd if mode == "fwd" else case.fwdbwd)[0])
+                times[name][mode].extend(
+                    common.timed_burst(case.fwd if mode == "fwd" else case.fwdbwd, args.burst))
         log(f"  rep {rep + 1}/{reps}: " + " | ".join(
             f"{n} " + " ".join(f"{common.fmt_ms(times[n][m][-1])}" for m in modes) for n in cases)
             + f" | matmul {common.fmt_ms(mm_times[-1])} ms")
@@ -504,7 +510,8 @@ def run_bf16(args, env, B, T, I, H, reps):
         k = rep % max(len(jobs), 1)
         for name, mode in jobs[k:] + jobs[:k]:
             case = cases[name]
-            times[name][mode].append(common.timed(case.fwd if mode == "fwd" else case.fwdbwd)[0])
+            times[name][mode].extend(
+                common.timed_burst(case.fwd if mode == "fwd" else case.fwdbwd, args.burst))
         log(f"  rep {rep + 1}/{reps}: " + " | ".join(
             f"{n} " + " ".join(f"{common.fmt_ms(times[n][m][-1])}" for m in modes) for n in cases))
     for name in cases:
@@ -601,6 +608,7 @@ def main(argv=None):
         "resetlstm_build_info": build_info,
         "resetlstm_error": rerr,
         "settings": {"reps": args.reps, "warmup": args.warmup, "sweep_reps": args.sweep_reps,
+                     "burst": args.burst,
                      "threads": args.threads, "tf_intra_op_threads": args.threads,
                      "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
                      "matmul_n": args.matmul_n, "reset_rate": common.RESET_RATE, "dtype": "float32",

@@ -2,7 +2,7 @@
 
     python bench/torch_bench.py --spec spec.json --out result.json
 
-spec.json: {"threads": N, "warmup": W, "reps": R, "cases": [{"key": str, "B":, "T":, "I":, "H":,
+spec.json: {"threads": N, "warmup": W, "reps": R, "burst": K, "cases": [{"key": str, "B":, "T":, "I":, "H":,
             "modes": ["fwd", "fwdbwd"], "check": bool, "precisions": [...]}, ...]}
 
 "precisions" is optional (the bfloat16 section of bench/run.py uses it): a list of "float32" and/or
@@ -138,8 +138,7 @@ def main():
             times = {m: [] for m in case["modes"]}
             for _ in range(int(spec["reps"])):  # interleave modes rep by rep, like the TF side
                 for mode in case["modes"]:
-                    ms, _ = common.timed(fns[mode])
-                    times[mode].append(ms)
+                    times[mode].extend(common.timed_burst(fns[mode], int(spec["burst"])))
             res["times_ms"] = times
             msg = "  ".join(f"{m} {common.fmt_ms(float(np.median(v)))} ms" for m, v in times.items())
             print(f"    [torch] {common.shape_str(B, T, I, H)}: {msg}", flush=True)
@@ -172,8 +171,8 @@ def main():
             for rep in range(int(spec["reps"])):  # interleaved, rotating order, like the TF side
                 k = rep % len(jobs)
                 for p, mode in jobs[k:] + jobs[:k]:
-                    ms, _ = common.timed(fns[p][mode])
-                    res["precisions"][p]["times_ms"][mode].append(ms)
+                    res["precisions"][p]["times_ms"][mode].extend(
+                        common.timed_burst(fns[p][mode], int(spec["burst"])))
             for p in precisions:
                 msg = "  ".join(f"{m} {common.fmt_ms(float(np.median(v)))} ms"
                                 for m, v in res["precisions"][p]["times_ms"].items())
