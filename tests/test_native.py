@@ -214,8 +214,6 @@ def test_backward_rejects_tensors_not_from_this_forward(which):
 def test_messages_ignore_the_process_wide_cpp_locale():
     """Numbers in error messages are formatted in the classic locale even when some library in
     the process set a digit-grouping std::locale::global (a fresh process: it is irreversible)."""
-    import subprocess
-    import sys
     import textwrap
     script = textwrap.dedent("""
         import sys
@@ -231,16 +229,59 @@ def test_messages_ignore_the_process_wide_cpp_locale():
         except ValueError as e:
             print(e)
     """)
-    import resetlstm
-    import os
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(resetlstm.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = run_native_script(script, {})
     assert out.returncode == 0, out.stderr
     assert "I = 1024" in out.stdout and "[1000, 8]" in out.stdout, out.stdout
     assert "1,024" not in out.stdout and "1,000" not in out.stdout
+
+
+def run_native_script(script, extra_env):
+    """Runs `script` in a fresh Python with only _native (no TF) and `extra_env`."""
+    import os
+    import subprocess
+    import sys
+    import resetlstm
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESETLSTM_")}
+    env.update(extra_env)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(resetlstm.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_tuning_switch_typos_are_reported_and_ignored():
+    """RESETLSTM_ISA / _CPU_SPLIT / _CPU_INPUT with a value they do not know: one warning per
+    variable on stderr naming the value and the accepted ones, and the automatic choice (same
+    ISA, bit-identical results) instead of a silently different path (an unknown ISA used to cap
+    the kernels to the generic build)."""
+    script = """
+import sys
+sys.modules["tensorflow"] = None
+import numpy as np
+from resetlstm import _native
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 9, 24)).astype(np.float32)
+k, r = rng.standard_normal((24, 128)).astype(np.float32), rng.standard_normal((32, 128)).astype(np.float32)
+b = rng.standard_normal(128).astype(np.float32)
+for _ in range(2):
+    y = _native.forward(x, k, r, b, num_threads=2)[0]
+print(_native.selected_isa(), float(np.sum(y.astype(np.float64))).hex())
+"""
+    clean = run_native_script(script, {})
+    typo = run_native_script(script, {"RESETLSTM_ISA": "avx-512", "RESETLSTM_CPU_SPLIT": "colums",
+                                      "RESETLSTM_CPU_INPUT": "perstep"})
+    assert clean.returncode == 0 and typo.returncode == 0, (clean.stderr, typo.stderr)
+    assert typo.stdout == clean.stdout  # same ISA, same sum bit for bit
+    warnings = [line for line in typo.stderr.splitlines() if line.startswith("resetlstm: ignoring")]
+    assert sorted(warnings) == sorted([
+        "resetlstm: ignoring RESETLSTM_ISA='avx-512' (accepted: generic, avx2, avx512, "
+        "avx512_bf16); using the automatic choice",
+        "resetlstm: ignoring RESETLSTM_CPU_SPLIT='colums' (accepted: rows, columns); using the "
+        "automatic choice",
+        "resetlstm: ignoring RESETLSTM_CPU_INPUT='perstep' (accepted: hoisted, per_step); using "
+        "the automatic choice",
+    ]), typo.stderr
+    assert "resetlstm: ignoring" not in clean.stderr
 
 
 # ------------------------------------------------- small batches: hidden units across threads

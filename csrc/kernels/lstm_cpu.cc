@@ -2,8 +2,12 @@
 // in, and forwards to that build of the kernels.
 #include "lstm_cpu.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <string>
 #include <type_traits>
 
 namespace resetlstm {
@@ -32,13 +36,34 @@ RLSTM_DECLARE_ISA(avx512)
 RLSTM_DECLARE_ISA(avx512bf16)
 #endif
 
+const char* env_choice(const char* name, const char* const* allowed) {
+  const char* value = std::getenv(name);
+  if (!value || !*value) return nullptr;
+  std::string accepted;
+  for (const char* const* a = allowed; *a; ++a) {
+    if (std::strcmp(value, *a) == 0) return *a;
+    accepted += (accepted.empty() ? "" : ", ") + std::string(*a);
+  }
+  static std::mutex mutex;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (warned.insert(std::string(name) + "=" + value).second)
+    std::fprintf(stderr,
+                 "resetlstm: ignoring %s='%s' (accepted: %s); using the automatic choice\n",
+                 name, value, accepted.c_str());
+  return nullptr;
+}
+
 namespace {
 
 enum class Isa { kGeneric, kAvx2, kAvx512 };
 
 // RESETLSTM_ISA=generic|avx2|avx512|avx512_bf16 caps the choice (for testing the fallbacks;
 // avx512 and below run bf16 GEMMs emulated).
-const char* isa_cap() { return std::getenv("RESETLSTM_ISA"); }
+const char* isa_cap() {
+  static const char* const kAllowed[] = {"generic", "avx2", "avx512", "avx512_bf16", nullptr};
+  return env_choice("RESETLSTM_ISA", kAllowed);
+}
 
 Isa detect() {
   const char* cap = isa_cap();

@@ -96,6 +96,12 @@ void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace)
 template <typename T>
 void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspace);
 
+// The value of tuning switch `name` (an environment variable such as RESETLSTM_CPU_SPLIT) when
+// it is one of `allowed` (a null-terminated list); null when unset or empty. Any other value is
+// ignored (the automatic choice stands) with a warning on stderr, once per variable and value,
+// naming the variable, the value and what is accepted: a typo never silently changes a path.
+const char* env_choice(const char* name, const char* const* allowed);
+
 // The instruction set the kernels dispatched to on this CPU ("avx512", "avx2" or "generic"),
 // and the ones compiled in.
 const char* selected_isa();

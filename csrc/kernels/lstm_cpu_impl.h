@@ -331,7 +331,10 @@ struct Split {
 
 // RESETLSTM_CPU_SPLIT=rows|columns forces a split where both are possible (tests, bench);
 // read at every call.
-inline const char* split_override() { return std::getenv("RESETLSTM_CPU_SPLIT"); }
+inline const char* split_override() {
+  static const char* const kAllowed[] = {"rows", "columns", nullptr};
+  return env_choice("RESETLSTM_CPU_SPLIT", kAllowed);
+}
 
 // Bytes of L2 cache per core (sysconf; 1 MiB when the system does not say).
 inline int64_t l2_bytes() {
@@ -409,10 +412,9 @@ void forward_columns(const TaskRunner& runner, const ForwardPlan<T>& a, int64_t 
 // per_step forces either.
 template <typename T>
 bool per_step_input_projection(const Dims& d, int64_t rows_per_slab) {
-  if (const char* forced = std::getenv("RESETLSTM_CPU_INPUT")) {
-    if (std::strcmp(forced, "hoisted") == 0) return false;
-    if (std::strcmp(forced, "per_step") == 0) return true;
-  }
+  static const char* const kAllowed[] = {"hoisted", "per_step", nullptr};
+  if (const char* forced = env_choice("RESETLSTM_CPU_INPUT", kAllowed))
+    return std::strcmp(forced, "per_step") == 0;
   const int64_t kernel_bytes = d.I * 4 * d.H * static_cast<int64_t>(sizeof(T));
   return kernel_bytes <= l2_bytes() / 2 || std::min(d.B, rows_per_slab) >= 8;
 }
