@@ -58,7 +58,7 @@ Status backward(const cpu::BackwardArgs<T>& args, void* workspace, const LaunchO
 // on tensor cores with float32 accumulation (cublasGemmEx), the pre-activations, the cell state,
 // the running gradients and the gate math are float32 for the whole sequence, and values are
 // rounded to nearest even where they are stored. bf16 needs compute capability 8.0 or newer
-// (an error Status says so on older GPUs); see half_unsupported_reason.
+// (an error Status says so on older GPUs); see dtype_unsupported_reason.
 
 // Why storage type `dtype` ("float16", "bfloat16", "float32", "float64") cannot run on a GPU of
 // compute capability major.minor; "" when it can. A pure function (no GPU needed), so callers
