@@ -428,8 +428,11 @@ def pairs(got, want):
 def test_half_matches_replay(storage, scenario, time_major, shape):
     """Same roundings at the same places as the replay: at least 90 % of all values
     bit-identical (float32 summation order and the device's exp/tanh flip a rounding now and
-    then), and every value within 8 ulps of the half type (of the value, or of 1/64 of the
-    array's scale where terms cancelled)."""
+    then), and every value within 8 ulps of the half type at the array's scale. (The replay in
+    float64 instead of float32 arithmetic, as a stand-in for another summation order, over these
+    cases: >= 97.8 % identical, <= 2.8 ulps at the scale; per value, d_h0 / d_c0 with only d_h
+    upstream differ by up to 74 float16 ulps of their own magnitude: tiny results of cancelling
+    sums, and float16 subnormals.)"""
     p = half_values(problem(41, *shape, np.float32, **SCENARIOS[scenario]), storage)
     got, want = gpu_half_run(p, storage, time_major), replay_run(p, storage, time_major)
     equal = total = 0
@@ -439,8 +442,8 @@ def test_half_matches_replay(storage, scenario, time_major, shape):
         if not a.size:
             continue
         equal, total = equal + np.sum(a == e), total + a.size
-        ulp = HALF_ULP[storage] * np.maximum(np.abs(e), np.abs(e).max() / 64)
-        assert np.all(np.abs(a - e) <= 8 * ulp), (name, float(np.max(np.abs(a - e) / ulp)))
+        ulp = HALF_ULP[storage] * np.abs(e).max()
+        assert np.max(np.abs(a - e)) <= 8 * ulp, (name, float(np.max(np.abs(a - e)) / ulp))
     assert equal / total >= 0.9, equal / total
 
 
