@@ -11,17 +11,7 @@
 namespace resetlstm {
 namespace cpu {
 
-template <typename T>
-struct AccOf {
-  using type = T;
-};
-template <>
-struct AccOf<bf16> {
-  using type = float;
-};
-// The type a T value is computed and accumulated in.
-template <typename T>
-using acc_t = typename AccOf<T>::type;
+// acc_t<T>, the type a T value is computed in, is in lstm_cpu.h (shared with the CUDA kernels).
 
 inline __attribute__((always_inline)) float to_acc(bf16 x) {
   const uint32_t u = static_cast<uint32_t>(x.bits) << 16;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu_parallel.h"
 
@@ -27,6 +28,26 @@ struct bf16 {
 struct f16 {
   uint16_t bits;
 };
+
+// The type a T value is computed and accumulated in, by the CPU and the CUDA kernels alike:
+// float and double in themselves, the 16-bit types in float32.
+template <typename T>
+struct AccOf {
+  using type = T;
+};
+template <>
+struct AccOf<bf16> {
+  using type = float;
+};
+template <>
+struct AccOf<f16> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename AccOf<T>::type;
+// Whether T computes in a wider type (its running state then lives in workspace buffers).
+template <typename T>
+constexpr bool kWidened = !std::is_same_v<T, acc_t<T>>;
 
 struct Dims {
   int64_t B = 0, T = 0, I = 0, H = 0;

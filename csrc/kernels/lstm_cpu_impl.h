@@ -73,9 +73,6 @@ class Carver {
   int64_t used_ = 0;
 };
 
-template <typename T>
-constexpr bool kWidened = !std::is_same_v<T, acc_t<T>>;  // bf16: computes in float
-
 // ---- forward --------------------------------------------------------------------------------
 
 template <typename T>

@@ -33,12 +33,6 @@ struct RebuildParams {
   T* h_in;             // [B,T,H] out: post-reset h entering each step (m * h with dropout)
 };
 
-// The recurrent GEMM's input for the state value h (both T): round(m * h), or h without dropout.
-template <typename T>
-__device__ __forceinline__ T scaled_input(const T* dropout, int64_t idx, T h) {
-  return dropout ? from_acc<T>(to_acc(dropout[idx]) * to_acc(h)) : h;
-}
-
 // Without a mask the state after a step is that step's output; with one, masked steps repeat
 // the previous output rather than the state, so active steps recompute h = o * tanh(c) from the
 // saved gates exactly as the forward did. Each thread walks its (b, j) through time. With
@@ -52,7 +46,7 @@ __global__ void __launch_bounds__(kThreads) rebuild_recurrent_inputs_kernel(Rebu
   split_index(idx, H, &b, &j);
   const bool reset0 = kHasResets && p.resets[p.row(b, 0)];
   T cur = p.h0 && !reset0 ? p.h0[idx] : T{};
-  p.h_in[p.row(b, 0) * H + j] = scaled_input(p.dropout, idx, cur);
+  p.h_in[p.row(b, 0) * H + j] = gemm_input(p.dropout, idx, to_acc(cur));
   for (int64_t t = 0; t + 1 < p.row.T; ++t) {
     const int64_t r = p.row(b, t), rn = p.row(b, t + 1);
     if (kHasResets && p.resets[rn])
@@ -62,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) rebuild_recurrent_inputs_kernel(Rebu
     else if (p.mask[r])
       cur = from_acc<T>(cell_hidden(to_acc(p.gates[r * 4 * H + 3 * H + j]),
                                     to_acc(p.cells[r * H + j])));
-    p.h_in[rn * H + j] = scaled_input(p.dropout, idx, cur);
+    p.h_in[rn * H + j] = gemm_input(p.dropout, idx, to_acc(cur));
   }
 }
 

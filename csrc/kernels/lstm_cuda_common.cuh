@@ -52,27 +52,12 @@ __device__ __forceinline__ void split_index(int64_t idx, int64_t H, int64_t* b, 
   }
 }
 
-// ---- storage type T vs compute type acc_t<T> (as in the CPU kernels' cpu_numeric.h) ----------
+// ---- storage type T vs compute type acc_t<T> (lstm_cpu.h) ------------------------------------
 // float and double compute in themselves; bf16 and f16 are widened to float32 on load and rounded
 // to nearest even on store.
 
-template <typename T>
-struct AccOf {
-  using type = T;
-};
-template <>
-struct AccOf<cpu::bf16> {
-  using type = float;
-};
-template <>
-struct AccOf<cpu::f16> {
-  using type = float;
-};
-template <typename T>
-using acc_t = typename AccOf<T>::type;
-// Whether T is computed in a wider type (its running state then lives in workspace buffers).
-template <typename T>
-constexpr bool kWidened = !std::is_same<T, acc_t<T>>::value;
+using cpu::acc_t;
+using cpu::kWidened;
 
 __device__ __forceinline__ float to_acc(cpu::bf16 x) {
   return __bfloat162float(__ushort_as_bfloat16(x.bits));
@@ -93,6 +78,13 @@ __device__ __forceinline__ T from_acc(acc_t<T> x) {
   } else {
     return x;
   }
+}
+
+// The recurrent GEMM's input for the state value h (of unit idx): round(m * h) with a recurrent
+// dropout mask m, else round(h) — what the forward feeds the GEMM and the backward rebuilds.
+template <typename T>
+__device__ __forceinline__ T gemm_input(const T* dropout, int64_t idx, acc_t<T> h) {
+  return from_acc<T>(dropout ? to_acc(dropout[idx]) * h : h);
 }
 
 // Checks the launch of the kernel just enqueued.

@@ -35,12 +35,6 @@ struct ForwardStepParams {
   T* h_gemm;            // [B,H] the recurrent GEMM's input (m *) h as T, or null when it is h
 };
 
-// The recurrent GEMM's input for state value h: round(m * h), or round(h) without dropout.
-template <typename T>
-__device__ __forceinline__ T gemm_input(const T* dropout, int64_t idx, acc_t<T> h) {
-  return from_acc<T>(dropout ? to_acc(dropout[idx]) * h : h);
-}
-
 // h, c = (h0, c0), or zeros without an initial state or after a reset at step 0 (and the GEMM's
 // input). Resets select zero rather than multiply by it: no NaN/Inf crosses a reset.
 template <typename T>
