@@ -105,24 +105,38 @@ def cpu_run(p, time_major=False, upstream=True):
     return fwd, dict(zip(GRAD_NAMES, (np.asarray(a) for a in g)))
 
 
-def gpu_run(p, time_major=False, upstream=True, allow_tf32=False, training=True, stream=None):
-    """forward_cuda/backward_cuda on torch CUDA tensors; results as numpy, same layout."""
+def gpu_run(p, time_major=False, upstream=True, allow_tf32=False, training=True, stream=None,
+            storage=None):
+    """forward_cuda/backward_cuda on torch CUDA tensors; results as numpy, same layout. With
+    `storage` ("float16" / "bfloat16"), the float32 arrays of p (half-representable) go in as
+    that type, every result is checked to come back in it, and results return as float32."""
     tm = _tm(time_major)
     d = {k: to_dev(tm(v) if k in ("inputs", "resets", "mask", "d_outputs") else v)
          for k, v in p.items()}
+    half = HALF_TORCH[storage] if storage else None
+    if half is not None:
+        d = {k: v.to(half) if v is not None and v.dtype == torch.float32 else v
+             for k, v in d.items()}
+
+    def results(tensors):
+        assert all(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in tensors)
+        if half is None:
+            return [to_np(t) for t in tensors]
+        assert all(t.dtype == half for t in tensors), [t.dtype for t in tensors]
+        return [to_np(t.float()) for t in tensors]
+
     fwd = nat.forward_cuda(d["inputs"], d["kernel"], d["recurrent_kernel"], d["bias"],
                            resets=d["resets"], mask=d["mask"], h0=d["h0"], c0=d["c0"],
                            time_major=time_major, training=training, allow_tf32=allow_tf32,
                            stream=stream, recurrent_dropout_mask=d.get("dropout"))
-    assert all(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in fwd)
     if not upstream:
-        return tuple(to_np(t) for t in fwd), None
+        return tuple(results(fwd)), None
     g = nat.backward_cuda(d["inputs"], d["kernel"], d["recurrent_kernel"], d["bias"],
                           d["resets"], d["mask"], d["h0"], d["c0"], fwd[0], fwd[3], fwd[4],
                           d["d_outputs"], d["d_h"], d["d_c"], time_major=time_major,
                           allow_tf32=allow_tf32, stream=stream,
                           recurrent_dropout_mask=d.get("dropout"))
-    return tuple(to_np(t) for t in fwd), dict(zip(GRAD_NAMES, (to_np(t) for t in g)))
+    return tuple(results(fwd)), dict(zip(GRAD_NAMES, results(g)))
 
 
 def compare(got, want, dtype, factor=1.0, gates=True):
@@ -381,31 +395,6 @@ def half_values(p, storage):
             else v for k, v in p.items()}
 
 
-def gpu_half_run(p, storage, time_major=False, training=True, upstream=True):
-    """forward_cuda/backward_cuda on `storage` tensors made from the (representable) float32
-    arrays of p; results as float32 numpy, after checking they came back in `storage`."""
-    half = HALF_TORCH[storage]
-    tm = _tm(time_major)
-    d = {k: None if v is None else
-         to_dev(tm(v) if k in ("inputs", "resets", "mask", "d_outputs") else v)
-         for k, v in p.items()}
-    d = {k: v.to(half) if v is not None and v.dtype == torch.float32 else v for k, v in d.items()}
-    fwd = nat.forward_cuda(d["inputs"], d["kernel"], d["recurrent_kernel"], d["bias"],
-                           resets=d["resets"], mask=d["mask"], h0=d["h0"], c0=d["c0"],
-                           time_major=time_major, training=training,
-                           recurrent_dropout_mask=d.get("dropout"))
-    assert all(t.dtype == half for t in fwd), [t.dtype for t in fwd]
-    f32 = lambda t: to_np(t.float())  # noqa: E731
-    if not upstream:
-        return tuple(f32(t) for t in fwd), None
-    g = nat.backward_cuda(d["inputs"], d["kernel"], d["recurrent_kernel"], d["bias"],
-                          d["resets"], d["mask"], d["h0"], d["c0"], fwd[0], fwd[3], fwd[4],
-                          d["d_outputs"], d["d_h"], d["d_c"], time_major=time_major,
-                          recurrent_dropout_mask=d.get("dropout"))
-    assert all(t.dtype == half for t in g), [t.dtype for t in g]
-    return tuple(f32(t) for t in fwd), dict(zip(GRAD_NAMES, (f32(t) for t in g)))
-
-
 def replay_run(p, storage, time_major=False):
     fwd, g = cuda_replay.forward_backward(p, time_major, storage)
     return fwd, dict(zip(GRAD_NAMES, g))
@@ -434,7 +423,7 @@ def test_half_matches_replay(storage, scenario, time_major, shape):
     upstream differ by up to 74 float16 ulps of their own magnitude: tiny results of cancelling
     sums, and float16 subnormals.)"""
     p = half_values(problem(41, *shape, np.float32, **SCENARIOS[scenario]), storage)
-    got, want = gpu_half_run(p, storage, time_major), replay_run(p, storage, time_major)
+    got, want = gpu_run(p, time_major, storage=storage), replay_run(p, storage, time_major)
     equal = total = 0
     for name, a, e in pairs(got, want):
         a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
@@ -462,7 +451,7 @@ def test_half_against_float64_reference(storage, scenario):
     scale = LOSS_SCALE[storage]  # a power of two: scaling and unscaling are exact
     scaled = dict(p, **{k: None if p[k] is None else p[k] * scale
                         for k in ("d_outputs", "d_h", "d_c")})
-    (fwd, grads) = gpu_half_run(scaled, storage)
+    (fwd, grads) = gpu_run(scaled, storage=storage)
     got = (fwd, {k: v / scale for k, v in grads.items()})
     errors = {}
     for name, a, e in pairs(got, cpu_run(p64)):
@@ -479,9 +468,9 @@ def test_half_against_float64_reference(storage, scenario):
 def test_half_inference_equals_training_and_is_deterministic(storage):
     p = half_values(problem(43, 33, 17, 12, 40, np.float32, resets=True, mask=True,
                             state=True), storage)
-    (y, h, c, g, cl), _ = gpu_half_run(p, storage, training=False, upstream=False)
-    first = gpu_half_run(p, storage)
-    second = gpu_half_run(p, storage)
+    (y, h, c, g, cl), _ = gpu_run(p, training=False, upstream=False, storage=storage)
+    first = gpu_run(p, storage=storage)
+    second = gpu_run(p, storage=storage)
     assert g.shape == (0,) and cl.shape == (0,)
     for a, b in zip((y, h, c), first[0]):
         np.testing.assert_array_equal(a, b)
@@ -498,7 +487,7 @@ def test_half_at_least_as_accurate_as_cudnn_autocast(storage):
     p64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32
            else v for k, v in p.items()}
     (ry, rh, rc, _, _), _ = cpu_run(p64, upstream=False)
-    (y, h, c, _, _), _ = gpu_half_run(p, storage, upstream=False)
+    (y, h, c, _, _), _ = gpu_run(p, upstream=False, storage=storage)
     lstm = torch.nn.LSTM(256, 256, batch_first=True).to(DEV)
     with torch.no_grad():
         lstm.weight_ih_l0.copy_(to_dev(p["kernel"].T))
