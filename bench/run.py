@@ -164,6 +164,10 @@ def parse_args(argv=None):
                     help="shapes of the bfloat16 section (default 256,50,256,256): 'B,T,I,H;...'; '' to skip it")
     ap.add_argument("--no-torch", action="store_true", help="skip torch.nn.LSTM")
     a = ap.parse_args(argv)
+    for flag in ("reps", "warmup", "sweep_reps", "burst"):  # 0 or less would time nothing
+        value = getattr(a, flag)
+        if value is not None and value < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     q = a.quick
     a.reps = a.reps or (2 if q else 9)
     a.warmup = a.warmup or (1 if q else 2)

@@ -107,3 +107,14 @@ def test_serving_bench_quick(tmp_path):
     assert set(res) == {"resetlstm", "usual_tf_function", "usual_predict", "usual_eager"}
     assert all(r["stream_steps_per_s"] > 0 and r["latency_median_ms"] > 0 for r in res.values())
     assert "stream-steps/s" in open(js[:-len(".json")] + ".md").read()
+
+
+
+def test_bench_refuses_counts_below_one():
+    """A count of 0 or less would time nothing (before, 0 fell back to the default and negatives
+    failed later): refused at once, naming the flag and the value."""
+    for flag in ("--reps", "--warmup", "--sweep-reps", "--burst"):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), flag, "0"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (flag, proc.returncode, proc.stderr[-2000:])
+        assert f"{flag} must be at least 1, got 0" in proc.stderr, proc.stderr[-2000:]
