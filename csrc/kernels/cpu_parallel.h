@@ -3,9 +3,16 @@
 // never create threads.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <thread>
 #include <type_traits>
 #include <utility>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace resetlstm {
 namespace cpu {
@@ -39,6 +46,71 @@ class TaskRunner {
   // have finished. Tasks never wait on each other.
   virtual void run(int64_t num_tasks, FunctionRef<void(int64_t)> task) const = 0;
 };
+
+// Runs task(i) for i in [0, num_tasks) on the calling thread and on up to `helpers` helpers,
+// each started by schedule(fn) (a pool's Schedule, a new thread), all claiming indices in
+// order from one counter. The caller never sleeps on a helper that has not started: a helper
+// that starts late (its thread was woken onto the caller's CPU, or its pool is busy) finds
+// nothing left and returns, so a call costs at most the time of running every task on the
+// caller. The caller then waits only for indices already claimed, whose claimants are
+// running: it spins briefly, then yields (a claimant may share its CPU). A helper that finds
+// itself on the caller's CPU would only take turns with it, so it yields until the scheduler
+// moves it or nothing is left. The claim state is shared with the helpers and freed by the
+// last one out, since a late helper may run after this call has returned; `task` is only
+// called for claimed indices, while the caller is still waiting.
+template <typename Schedule>
+void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> task,
+                 Schedule&& schedule) {
+  if (num_tasks <= 1 || helpers <= 0) {
+    for (int64_t i = 0; i < num_tasks; ++i) task(i);
+    return;
+  }
+  struct Claims {
+    Claims(int64_t n, FunctionRef<void(int64_t)> f, int cpu)
+        : num_tasks(n), task(f), caller_cpu(cpu) {}
+    static int this_cpu() {
+#if defined(__linux__)
+      return sched_getcpu();
+#else
+      return -1;
+#endif
+    }
+    void work() {
+      for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < num_tasks;
+           i = next.fetch_add(1, std::memory_order_relaxed)) {
+        task(i);
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+    void help() {
+      while (caller_cpu >= 0 && this_cpu() == caller_cpu) {
+        if (next.load(std::memory_order_relaxed) >= num_tasks) return;
+        std::this_thread::yield();
+      }
+      work();
+    }
+    void wait() const {
+      for (int spins = 0; done.load(std::memory_order_acquire) < num_tasks; ++spins) {
+        if (spins < 2048) {
+#if defined(__x86_64__) || defined(__i386__)
+          __builtin_ia32_pause();
+#endif
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+    const int64_t num_tasks;
+    const FunctionRef<void(int64_t)> task;
+    const int caller_cpu;
+    alignas(64) std::atomic<int64_t> next{0};  // own cache lines: claims do not disturb the wait
+    alignas(64) std::atomic<int64_t> done{0};
+  };
+  auto claims = std::make_shared<Claims>(num_tasks, task, Claims::this_cpu());
+  for (int64_t w = 0; w < helpers; ++w) schedule([claims] { claims->help(); });
+  claims->work();
+  claims->wait();
+}
 
 }  // namespace cpu
 }  // namespace resetlstm

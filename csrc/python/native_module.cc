@@ -41,14 +41,14 @@ class ThreadRunner final : public cpu::TaskRunner {
       for (int64_t i = 0; i < num_tasks; ++i) task(i);
       return;
     }
-    std::atomic<int64_t> next{0};
-    auto work = [&] {
-      for (int64_t i = next++; i < num_tasks; i = next++) task(i);
-    };
-    std::vector<std::thread> pool;
-    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
+    // The claiming scheme of the TF op's runner, on threads started per call (a new thread
+    // goes to an idle CPU, so no extra helper) and joined at the end, so that the sanitizer
+    // run covers it (a helper may start after the caller's part of run_claimed has returned).
+    std::vector<std::thread> helpers;
+    helpers.reserve(workers - 1);
+    cpu::run_claimed(num_tasks, workers - 1, task,
+                     [&helpers](auto fn) { helpers.emplace_back(std::move(fn)); });
+    for (auto& t : helpers) t.join();
   }
 
  private:

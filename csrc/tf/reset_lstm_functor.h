@@ -2,6 +2,10 @@
 // specialisation runs the framework-free CPU kernels on TF's intra-op thread pool.
 #pragma once
 
+#include <algorithm>
+#include <functional>
+#include <utility>
+
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/util/work_sharder.h"
 
@@ -17,25 +21,20 @@ struct ForwardFunctor;
 template <typename Device, typename T>
 struct BackwardFunctor;
 
-// The OpKernelContext's intra-op thread pool as a TaskRunner; one pool task per kernel task.
+// The OpKernelContext's intra-op thread pool as a TaskRunner: the caller and up to one helper
+// per pool thread claim the tasks (cpu::run_claimed). One helper more than the tasks left
+// after the caller's first: on a VM whose scheduler wakes pool threads onto the waking CPU,
+// the extra helper is the one likely to land on an idle CPU. Measured through the op on an AMD
+// EPYC (Zen 5, 2 vCPUs) against the pool's ParallelFor (which blocks on helpers that have not
+// started): fwd+bwd (32,50,128,128) 4.5-4.7 -> 3.8-4.0 ms, (16,50,256,256) 9.3-10.0 -> 8.1 ms.
 class TfTaskRunner final : public cpu::TaskRunner {
  public:
   explicit TfTaskRunner(tensorflow::OpKernelContext* ctx)
       : pool_(ctx->device()->tensorflow_cpu_worker_threads()->workers) {}
   int num_threads() const override { return pool_->NumThreads(); }
   void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
-    if (num_tasks <= 0) return;
-    if (num_tasks == 1) {
-      task(0);
-      return;
-    }
-    using Pool = tensorflow::thread::ThreadPool;
-    pool_->ParallelFor(
-        num_tasks,
-        Pool::SchedulingParams(Pool::SchedulingStrategy::kFixedBlockSize, std::nullopt, 1),
-        [&task](int64_t begin, int64_t end) {
-          for (int64_t i = begin; i < end; ++i) task(i);
-        });
+    cpu::run_claimed(num_tasks, std::min<int64_t>(num_tasks, pool_->NumThreads()), task,
+                     [this](std::function<void()> fn) { pool_->Schedule(std::move(fn)); });
   }
 
  private:
