@@ -100,8 +100,8 @@ int run(const resetlstm::cpu::Dims& d, int threads, int reps, double reset_fract
   std::sort(tb.begin(), tb.end());
   const double flop = 2.0 * BT * (d.I + d.H) * H4;
   const double mf = tf[tf.size() / 2], mb = tb[tb.size() / 2];
-  std::printf("%s %s (bf16 GEMM %s) B=%ld T=%ld I=%ld H=%ld threads=%d: fwd %.1f ms (%.0f "
-              "GFLOP/s), bwd %.1f ms (%.0f GFLOP/s), fwd+bwd %.1f ms\n",
+  std::printf("%s %s (bf16 GEMM %s) B=%ld T=%ld I=%ld H=%ld threads=%d: fwd %.2f ms (%.0f "
+              "GFLOP/s), bwd %.2f ms (%.0f GFLOP/s), fwd+bwd %.2f ms\n",
               dtype_name, selected_isa(), bf16_gemm(), d.B, d.T, d.I, d.H, threads, mf,
               flop / mf / 1e6, mb, 2 * flop / mb / 1e6, mf + mb);
   std::free(ws);

@@ -351,6 +351,10 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
     if (can_m && (!can_n || packing(mc_half, nc) <= packing(mc, nc_half))) mc = mc_half;
     else nc = nc_half;
   }
+  // Even blocks: M = 800 in blocks of 256 would leave a 32-row block, and one thread doing
+  // two full blocks while the other does one and the stub.
+  mc = round_up(ceil_div(M, ceil_div(M, mc)), MR);
+  nc = round_up(ceil_div(N, ceil_div(N, nc)), NR);
   const int64_t mt = ceil_div(M, mc), nt = ceil_div(N, nc);
   runner.run(mt * nt, [&](int64_t task) {
     const int64_t i0 = (task / nt) * mc, j0 = (task % nt) * nc;
@@ -390,14 +394,15 @@ constexpr int kMaxKSplits = 4;
 // products (two separate GEMMs would pack it twice, and tile so that each A is packed once per
 // column block). K is split into up to kMaxKSplits ranges of whole chunks, one task each (times
 // column blocks when there are more threads); the first range writes C1/C2, the others
-// `partials`, summed in at the end.
+// `partials`, summed in at the end. The ranges are even in rows (each then chunked by KC): in
+// whole chunks, K = 800 split in two would give 512 and 288 rows.
 template <typename T>
 void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, int64_t M1,
                   const T* A2, int64_t M2, const T* B, acc_t<T>* C1, acc_t<T>* C2,
                   acc_t<T>* partials) {
   using Acc = acc_t<T>;
   using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
+  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC, KP = Bk::KP;
   const int64_t M = M1 + M2;
   if (N <= 0 || M <= 0) return;
   if (K == 0) {
@@ -414,15 +419,17 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
   const int64_t mc_max = round_up(std::min<int64_t>(std::max(M1, M2), 4 * Bk::MC), MR);
   runner.run(splits * nt, [&](int64_t task) {
     const int64_t s = task / nt, j0 = (task % nt) * nc, n = std::min(nc, N - j0);
-    const int64_t c0 = s * chunks / splits, c1 = (s + 1) * chunks / splits;
+    // rows [lo, hi) of K in whole k groups; never empty (splits <= chunks: K / splits > KC / 2)
+    const int64_t lo = std::min(K, round_up(s * K / splits, KP));
+    const int64_t hi = s + 1 == splits ? K : std::min(K, round_up((s + 1) * K / splits, KP));
     Acc* out1 = s == 0 ? C1 : partials + (s - 1) * M * N;
     Acc* out2 = s == 0 ? C2 : partials + (s - 1) * M * N + M1 * N;
     T* a_packed = thread_scratch<T, 0>(mc_max * KC);
     T* b_packed = thread_scratch<T, 1>(round_up(n, NR) * KC);
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t k0 = c * KC, kc = std::min<int64_t>(KC, K - k0);
+    for (int64_t k0 = lo; k0 < hi; k0 += KC) {
+      const int64_t kc = std::min<int64_t>(KC, hi - k0);
       pack_b(false, B + k0 * N + j0, N, kc, n, b_packed);
-      const bool accumulate = c > c0;
+      const bool accumulate = k0 > lo;
       for (int which = 0; which < 2; ++which) {
         const T* A = which == 0 ? A1 : A2;
         const int64_t m_all = which == 0 ? M1 : M2;
