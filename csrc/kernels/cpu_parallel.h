@@ -47,15 +47,28 @@ class TaskRunner {
   virtual void run(int64_t num_tasks, FunctionRef<void(int64_t)> task) const = 0;
 };
 
+// Waits until `counter` reaches n (acquire: the writes before each increment are visible):
+// spins briefly, then yields, since whoever will increment it may share this CPU.
+inline void wait_for_count(const std::atomic<int64_t>& counter, int64_t n) {
+  for (int spins = 0; counter.load(std::memory_order_acquire) < n; ++spins) {
+    if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
 // Runs task(i) for i in [0, num_tasks) on the calling thread and on up to `helpers` helpers,
 // each started by schedule(fn) (a pool's Schedule, a new thread), all claiming indices in
 // order from one counter. The caller never sleeps on a helper that has not started: a helper
 // that starts late (its thread was woken onto the caller's CPU, or its pool is busy) finds
 // nothing left and returns, so a call costs at most the time of running every task on the
 // caller. The caller then waits only for indices already claimed, whose claimants are
-// running: it spins briefly, then yields (a claimant may share its CPU). A helper that finds
-// itself on the caller's CPU would only take turns with it, so it yields until the scheduler
-// moves it or nothing is left. The claim state is shared with the helpers and freed by the
+// running (wait_for_count). A helper that finds itself on the caller's CPU would only take
+// turns with it, so it yields until the scheduler moves it or nothing is left. The claim state is shared with the helpers and freed by the
 // last one out, since a late helper may run after this call has returned; `task` is only
 // called for claimed indices, while the caller is still waiting.
 template <typename Schedule>
@@ -89,17 +102,6 @@ void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> 
       }
       work();
     }
-    void wait() const {
-      for (int spins = 0; done.load(std::memory_order_acquire) < num_tasks; ++spins) {
-        if (spins < 2048) {
-#if defined(__x86_64__) || defined(__i386__)
-          __builtin_ia32_pause();
-#endif
-        } else {
-          std::this_thread::yield();
-        }
-      }
-    }
     const int64_t num_tasks;
     const FunctionRef<void(int64_t)> task;
     const int caller_cpu;
@@ -109,7 +111,7 @@ void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> 
   auto claims = std::make_shared<Claims>(num_tasks, task, Claims::this_cpu());
   for (int64_t w = 0; w < helpers; ++w) schedule([claims] { claims->help(); });
   claims->work();
-  claims->wait();
+  wait_for_count(claims->done, num_tasks);
 }
 
 }  // namespace cpu

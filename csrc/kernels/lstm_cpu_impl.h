@@ -300,18 +300,7 @@ class StepQueue {
     return i < total_ ? i : -1;
   }
   // Blocks until every item of steps < s is done (their writes visible).
-  void wait_for_step(int64_t s) const {
-    const int64_t need = s * per_step_;
-    for (int spins = 0; done_.load(std::memory_order_acquire) < need; ++spins) {
-      if (spins < 4096) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-      } else {
-        std::this_thread::yield();
-      }
-    }
-  }
+  void wait_for_step(int64_t s) const { wait_for_count(done_, s * per_step_); }
   void finish() { done_.fetch_add(1, std::memory_order_release); }
 
  private:
