@@ -284,6 +284,45 @@ print(_native.selected_isa(), float(np.sum(y.astype(np.float64))).hex())
     assert "resetlstm: ignoring" not in clean.stderr
 
 
+def test_threads_that_cannot_start_leave_the_work_to_the_caller():
+    """When a helper cannot be started (here: an address-space limit too small for a thread's
+    stack, so creating a thread fails), the runner's caller runs every task itself: the same
+    results bit for bit as a process whose threads start, no crash (a failed std::thread used
+    to leave joinable threads behind: std::terminate) and no hang. The limited process starts
+    no thread before the limit (glibc would reuse a finished thread's stack)."""
+    import os
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("AddressSanitizer reserves terabytes of address space: no room for a limit")
+    script = """
+import os, resource, sys
+sys.modules["tensorflow"] = None
+import numpy as np
+from resetlstm import _native
+rng = np.random.default_rng(1)
+x = rng.standard_normal((32, 9, 24)).astype(np.float32)
+k, r = rng.standard_normal((24, 128)).astype(np.float32), rng.standard_normal((32, 128)).astype(np.float32)
+b = rng.standard_normal(128).astype(np.float32)
+resets = rng.random((32, 9)) < 0.2
+if os.environ.get("LIMIT_THREADS"):
+    vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 20), resource.RLIM_INFINITY))
+    import threading
+    try:
+        threading.Thread(target=lambda: None).start()
+        print("threads-start")
+    except RuntimeError:
+        print("threads-fail")
+out = _native.forward(x, k, r, b, resets=resets, training=True, num_threads=4)
+print(" ".join(float(np.sum(np.asarray(a, np.float64))).hex() for a in out))
+"""
+    free = run_native_script(script, {})
+    limited = run_native_script(script, {"LIMIT_THREADS": "1"})
+    assert free.returncode == 0, free.stderr
+    assert limited.returncode == 0, limited.stderr
+    assert limited.stdout.splitlines()[0] == "threads-fail", limited.stdout
+    assert limited.stdout.splitlines()[1] == free.stdout.strip()
+
+
 # ------------------------------------------------- small batches: hidden units across threads
 
 @pytest.mark.parametrize("num_threads", [2, 3, -3], ids=["2threads", "3threads", "3serial"])

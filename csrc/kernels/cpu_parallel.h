@@ -109,7 +109,13 @@ void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> 
     alignas(64) std::atomic<int64_t> done{0};
   };
   auto claims = std::make_shared<Claims>(num_tasks, task, Claims::this_cpu());
-  for (int64_t w = 0; w < helpers; ++w) schedule([claims] { claims->help(); });
+  for (int64_t w = 0; w < helpers; ++w) {
+    try {
+      schedule([claims] { claims->help(); });
+    } catch (...) {  // out of memory: the helpers scheduled so far and the caller run the tasks
+      break;
+    }
+  }
   claims->work();
   wait_for_count(claims->done, num_tasks);
 }
