@@ -33,7 +33,10 @@ class TfTaskRunner final : public cpu::TaskRunner {
       : pool_(ctx->device()->tensorflow_cpu_worker_threads()->workers) {}
   int num_threads() const override { return pool_->NumThreads(); }
   void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
-    cpu::run_claimed(num_tasks, std::min<int64_t>(num_tasks, pool_->NumThreads()), task,
+    // A caller that is itself one of the pool's threads leaves one fewer to help (none in a
+    // one-thread pool, where a helper could only run after this call).
+    const int64_t free = pool_->NumThreads() - (pool_->CurrentThreadId() >= 0 ? 1 : 0);
+    cpu::run_claimed(num_tasks, std::min<int64_t>(num_tasks, free), task,
                      [this](std::function<void()> fn) { pool_->Schedule(std::move(fn)); });
   }
 
