@@ -235,6 +235,19 @@ def test_messages_ignore_the_process_wide_cpp_locale():
     assert "1,024" not in out.stdout and "1,000" not in out.stdout
 
 
+# The start of the scripts below: _native without TF, and a float32 problem x, k, r, b, rng.
+NATIVE_PROBLEM = """
+import os, sys
+sys.modules["tensorflow"] = None
+import numpy as np
+from resetlstm import _native
+rng = np.random.default_rng(1)
+x = rng.standard_normal((32, 9, 24)).astype(np.float32)
+k, r = rng.standard_normal((24, 128)).astype(np.float32), rng.standard_normal((32, 128)).astype(np.float32)
+b = rng.standard_normal(128).astype(np.float32)
+"""
+
+
 def run_native_script(script, extra_env):
     """Runs `script` in a fresh Python with only _native (no TF) and `extra_env`."""
     import os
@@ -254,15 +267,7 @@ def test_tuning_switch_typos_are_reported_and_ignored():
     variable on stderr naming the value and the accepted ones, and the automatic choice (same
     ISA, bit-identical results) instead of a silently different path (an unknown ISA used to cap
     the kernels to the generic build)."""
-    script = """
-import sys
-sys.modules["tensorflow"] = None
-import numpy as np
-from resetlstm import _native
-rng = np.random.default_rng(0)
-x = rng.standard_normal((16, 9, 24)).astype(np.float32)
-k, r = rng.standard_normal((24, 128)).astype(np.float32), rng.standard_normal((32, 128)).astype(np.float32)
-b = rng.standard_normal(128).astype(np.float32)
+    script = NATIVE_PROBLEM + """
 for _ in range(2):
     y = _native.forward(x, k, r, b, num_threads=2)[0]
 print(_native.selected_isa(), float(np.sum(y.astype(np.float64))).hex())
@@ -293,15 +298,8 @@ def test_threads_that_cannot_start_leave_the_work_to_the_caller():
     import os
     if "libasan" in os.environ.get("LD_PRELOAD", ""):
         pytest.skip("AddressSanitizer reserves terabytes of address space: no room for a limit")
-    script = """
-import os, resource, sys
-sys.modules["tensorflow"] = None
-import numpy as np
-from resetlstm import _native
-rng = np.random.default_rng(1)
-x = rng.standard_normal((32, 9, 24)).astype(np.float32)
-k, r = rng.standard_normal((24, 128)).astype(np.float32), rng.standard_normal((32, 128)).astype(np.float32)
-b = rng.standard_normal(128).astype(np.float32)
+    script = NATIVE_PROBLEM + """
+import resource
 resets = rng.random((32, 9)) < 0.2
 if os.environ.get("LIMIT_THREADS"):
     vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
