@@ -73,8 +73,9 @@ class Runner final : public resetlstm::cpu::TaskRunner {
   explicit Runner(int n) : n_(n), pool_(n > 1 ? n : 0) {}
   int num_threads() const override { return n_; }
   void run(int64_t tasks, resetlstm::cpu::FunctionRef<void(int64_t)> task) const override {
-    resetlstm::cpu::run_claimed(tasks, n_ > 1 ? std::min<int64_t>(n_, tasks) : 0, task,
-                                [this](std::function<void()> job) { pool_.schedule(std::move(job)); });
+    resetlstm::cpu::run_claimed(
+        tasks, n_ > 1 ? std::min<int64_t>(n_, tasks) : 0, task,
+        [this](std::function<void()> job) { pool_.schedule(std::move(job)); });
   }
 
  private:

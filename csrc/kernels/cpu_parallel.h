@@ -68,9 +68,10 @@ inline void wait_for_count(const std::atomic<int64_t>& counter, int64_t n) {
 // nothing left and returns, so a call costs at most the time of running every task on the
 // caller. The caller then waits only for indices already claimed, whose claimants are
 // running (wait_for_count). A helper that finds itself on the caller's CPU would only take
-// turns with it, so it yields until the scheduler moves it or nothing is left. The claim state is shared with the helpers and freed by the
-// last one out, since a late helper may run after this call has returned; `task` is only
-// called for claimed indices, while the caller is still waiting.
+// turns with it, so it yields until the scheduler moves it or nothing is left. The claim state
+// is shared with the helpers and freed by the last one out, since a late helper may run after
+// this call has returned; `task` is only called for claimed indices, while the caller is still
+// waiting.
 template <typename Schedule>
 void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> task,
                  Schedule&& schedule) {
