@@ -109,7 +109,6 @@ def test_serving_bench_quick(tmp_path):
     assert "stream-steps/s" in open(js[:-len(".json")] + ".md").read()
 
 
-
 def test_bench_refuses_counts_below_one():
     """A count of 0 or less would time nothing (before, 0 fell back to the default and negatives
     failed later): refused at once, naming the flag and the value."""

@@ -385,7 +385,7 @@ RLSTM_GEMM(cpu::f16, cpu::f16)
 RLSTM_GEMM(cpu::f16, float)
 #undef RLSTM_GEMM
 
-// ---- storage types per architecture --------------------------------------------------------------
+// ---- storage types per architecture ----------------------------------------------------------
 
 const char* dtype_unsupported_reason(const char* dtype, int major, int minor) {
   thread_local char why[256];

@@ -190,7 +190,8 @@ __global__ void __launch_bounds__(kSumCols * kSumRowThreads)
   const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
   A acc = A(0);
   if (col < cols)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSumRowThreads) acc += to_acc(x[r * cols + col]);
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSumRowThreads)
+      acc += to_acc(x[r * cols + col]);
   lanes[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && col < cols) {

@@ -13,10 +13,10 @@
 //   cuda_dtype_unsupported_reason(dtype, major, minor) -> str
 //
 // The same arguments as forward/backward (numpy, CPU), num_threads aside; float32, float64,
-// float16 and bfloat16 (half types: float32 accumulation and cell state, see lstm_cuda.h). Results and the
-// workspace are allocated with the library of `inputs` on its device; the work is enqueued on
-// `stream` (an int cudaStream_t; default: that library's current stream) without host
-// synchronisation. Arguments are read through __dlpack__ (C-contiguous, on one CUDA device).
+// float16 and bfloat16 (half types: float32 accumulation and cell state, see lstm_cuda.h).
+// Results and the workspace are allocated with the library of `inputs` on its device; the work
+// is enqueued on `stream` (an int cudaStream_t; default: that library's current stream) without
+// host synchronisation. Arguments are read through __dlpack__ (C-contiguous, on one CUDA device).
 //
 // Every argument (kind, device, dtype, shape, contiguity) is validated from its DLPack metadata
 // before anything needs a GPU (CUDA runtime, cuBLAS, the array library's allocator), so the

@@ -5,7 +5,6 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <locale>
 #include <optional>
 #include <stdexcept>
@@ -279,8 +278,8 @@ PYBIND11_MODULE(_native, m) {
       py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
       py::arg("num_threads") = 0, py::arg("recurrent_dropout_mask") = py::none(),
       "Forward over a sequence (float32, float64, or ml_dtypes.bfloat16: the bf16 kernels, "
-      "float32 accumulation and cell state). Returns (outputs, h_T, c_T, gates, cell_states); gates and "
-      "cell_states are empty when training=False. recurrent_dropout_mask [B, H]: every step "
+      "float32 accumulation and cell state). Returns (outputs, h_T, c_T, gates, cell_states); "
+      "gates and cell_states are empty when training=False. recurrent_dropout_mask [B, H]: every step "
       "reads recurrent_dropout_mask * h in the recurrent matmul.");
   m.def(
       "backward",

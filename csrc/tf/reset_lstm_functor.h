@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/util/work_sharder.h"
 
 #include "../kernels/lstm_cpu.h"
 
