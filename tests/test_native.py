@@ -321,6 +321,37 @@ print(" ".join(float(np.sum(np.asarray(a, np.float64))).hex() for a in out))
     assert limited.stdout.splitlines()[1] == free.stdout.strip()
 
 
+def test_forked_child_runs_on_a_pool_of_its_own():
+    """_native keeps one worker pool per process. A child forked after the parent's pool
+    started (torch DataLoader workers, multiprocessing's fork) has none of its threads: it
+    starts its own (one worker per CPU but the caller's) and computes the same results bit for
+    bit; the parent's pool still runs."""
+    script = NATIVE_PROBLEM + """
+def digest():
+    out = _native.forward(x, k, r, b, training=True, num_threads=2)
+    return " ".join(float(np.sum(np.asarray(a, np.float64))).hex() for a in out)
+before = digest()  # starts the parent's pool
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    alone = len(os.listdir("/proc/self/task"))  # the parent's workers did not come along
+    result = digest()
+    workers = len(os.listdir("/proc/self/task")) - alone
+    ok = alone == 1 and workers == (os.cpu_count() or 1) - 1
+    os.write(write, (result if ok else f"threads: {alone} then +{workers}").encode())
+    os._exit(0)
+os.close(write)
+child = os.read(read, 1 << 16).decode()
+_, status = os.waitpid(pid, 0)
+assert status == 0 and child == before, (status, child, before)
+assert digest() == before
+print("OK")
+"""
+    proc = run_native_script(script, {})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
+
+
 # ------------------------------------------------- small batches: hidden units across threads
 
 @pytest.mark.parametrize("num_threads", [2, 3, -3], ids=["2threads", "3threads", "3serial"])

@@ -6,12 +6,16 @@
 
 #include <algorithm>
 #include <locale>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
+
+#include "../kernels/cpu_pool.h"
 #include "../kernels/lstm_cpu.h"
 #include "../kernels/lstm_shapes.h"
 
@@ -23,31 +27,56 @@ void register_cuda_functions(py::module_& m);
 
 namespace {
 
-// A few plain threads per call; this module is not the TF op (which uses TF's pool).
+// The process's worker pool, started on the first multi-threaded call with one worker per CPU
+// but the caller's, and kept (never destroyed: its threads may be waiting when the interpreter
+// exits). A forked child has none of its parent's threads (DataLoader workers, DDP and
+// multiprocessing start processes so), so it starts a pool of its own and leaves the parent's
+// copy untouched; the lookup's mutex is held across fork() so the child never inherits it
+// locked.
+struct ProcessPool {
+  std::mutex mu;
+  cpu::WorkerPool* pool = nullptr;
+
+  static ProcessPool& get() {
+    static ProcessPool* state = [] {
+      auto* s = new ProcessPool;
+      pthread_atfork([] { get().mu.lock(); }, [] { get().mu.unlock(); },
+                     [] {
+                       get().pool = nullptr;  // the parent's workers do not exist here
+                       get().mu.unlock();
+                     });
+      return s;
+    }();
+    return *state;
+  }
+  static cpu::WorkerPool& pool_for_this_process() {
+    ProcessPool& s = get();
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.pool == nullptr) {
+      const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      s.pool = new cpu::WorkerPool(cpus - 1);
+    }
+    return *s.pool;
+  }
+};
+
+// num_threads tasks' worth of parallelism (0: one per CPU) on the process's pool.
 // num_threads < 0 reports |num_threads| threads but runs the tasks one after another on the
 // caller, as a busy pool may: the kernels must never need two tasks running at once.
-class ThreadRunner final : public cpu::TaskRunner {
+class PoolRunner final : public cpu::TaskRunner {
  public:
-  explicit ThreadRunner(int threads)
+  explicit PoolRunner(int threads)
       : threads_(threads > 0   ? threads
                  : threads < 0 ? -threads
                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
         serial_(threads < 0) {}
   int num_threads() const override { return threads_; }
   void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
-    const int64_t workers = serial_ ? 1 : std::min<int64_t>(threads_, num_tasks);
-    if (workers <= 1) {
+    if (serial_ || threads_ <= 1 || num_tasks <= 1) {
       for (int64_t i = 0; i < num_tasks; ++i) task(i);
       return;
     }
-    // The claiming scheme of the TF op's runner, on threads started per call (a new thread
-    // goes to an idle CPU, so no extra helper) and joined at the end, so that the sanitizer
-    // run covers it (a helper may start after the caller's part of run_claimed has returned).
-    std::vector<std::thread> helpers;
-    helpers.reserve(workers - 1);
-    cpu::run_claimed(num_tasks, workers - 1, task,
-                     [&helpers](auto fn) { helpers.emplace_back(std::move(fn)); });
-    for (auto& t : helpers) t.join();
+    ProcessPool::pool_for_this_process().run(num_tasks, threads_, task);
   }
 
  private:
@@ -155,7 +184,7 @@ py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::ar
     py::gil_scoped_release release;
     T* ws = MutPtr<T>(workspace);
     ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t(63));
-    cpu::forward<T>(ThreadRunner(num_threads), a, ws);
+    cpu::forward<T>(PoolRunner(num_threads), a, ws);
   }
   return py::make_tuple(outputs, h, c, gates, cells);
 }
@@ -213,7 +242,7 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
     py::gil_scoped_release release;
     T* ws = MutPtr<T>(workspace);
     ws = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t(63));
-    cpu::backward<T>(ThreadRunner(num_threads), a, ws);
+    cpu::backward<T>(PoolRunner(num_threads), a, ws);
   }
   return py::make_tuple(dx, dk, drk, db, dh0, dc0);
 }
