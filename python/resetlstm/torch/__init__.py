@@ -1,0 +1,13 @@
+"""PyTorch front end: the fused reset-LSTM as torch custom operators and a drop-in for
+``torch.nn.LSTM`` with per-row resets. Needs torch (``pip install "resetlstm[torch]"``), not
+TensorFlow.
+
+    import resetlstm.torch as rt
+    lstm = rt.ResetLSTM(input_size, hidden_size, num_layers=1, batch_first=False)
+    output, (h_n, c_n) = lstm(x, hx=None, resets=None)
+    outputs, h, c = rt.reset_lstm(x, kernel, recurrent_kernel, bias, resets=None)  # Keras layout
+"""
+from resetlstm.torch.lstm import ResetLSTM, backward_resets
+from resetlstm.torch.ops import reset_lstm
+
+__all__ = ["ResetLSTM", "backward_resets", "reset_lstm"]

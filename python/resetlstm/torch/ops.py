@@ -1,0 +1,284 @@
+"""The fused reset-LSTM as PyTorch custom operators (``torch.ops.resetlstm.forward`` and
+``torch.ops.resetlstm.backward``) with autograd and fake (meta) implementations, so they work
+eagerly, under ``torch.compile(fullgraph=True)`` and under ``torch.library.opcheck``.
+
+CPU tensors run the framework-free CPU kernels of ``resetlstm._native`` on zero-copy numpy views
+of the tensors (results are wrapped back without a copy) on the module's persistent thread pool,
+as many threads as ``torch.get_num_threads()``. CUDA tensors run the CUDA kernels through
+DLPack on torch's current stream (``_native.forward_cuda``); TF32 follows
+``torch.backends.cuda.matmul.allow_tf32``, as ``torch.matmul`` does.
+
+``reset_lstm`` is the functional API in Keras layout (the arguments and semantics of
+``resetlstm.reset_lstm``); ``resetlstm.torch.ResetLSTM`` builds the ``torch.nn.LSTM`` drop-in on it.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from resetlstm import _native
+
+__all__ = ["reset_lstm"]
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# ---------------------------------------------------------------------------- tensors <-> numpy
+
+def _np(t: Optional[Tensor]):
+    """A zero-copy numpy view of a CPU tensor (bfloat16 as ml_dtypes.bfloat16), or None."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype) -> Tensor:
+    """A numpy result of _native as a tensor of `dtype`, without a copy."""
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+# ---------------------------------------------------------------------------- forward
+
+@torch.library.custom_op("resetlstm::forward", mutates_args=(), device_types="cpu")
+def _forward(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: Tensor,
+             resets: Optional[Tensor], mask: Optional[Tensor], h0: Optional[Tensor],
+             c0: Optional[Tensor], recurrent_dropout_mask: Optional[Tensor], time_major: bool,
+             training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(outputs, h_T, c_T, gates, cell_states); gates and cell_states are empty ([0]) when
+    ``training`` is False (nothing is saved for backward)."""
+    results = _native.forward(
+        _np(inputs), _np(kernel), _np(recurrent_kernel), _np(bias), resets=_np(resets),
+        mask=_np(mask), h0=_np(h0), c0=_np(c0), time_major=time_major, training=training,
+        num_threads=_threads(), recurrent_dropout_mask=_np(recurrent_dropout_mask))
+    return tuple(_tensor(a, inputs.dtype) for a in results)
+
+
+@_forward.register_kernel("cuda")
+def _forward_cuda(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                  recurrent_dropout_mask, time_major, training):
+    return tuple(_native.forward_cuda(
+        inputs, kernel, recurrent_kernel, bias, resets=resets, mask=mask, h0=h0, c0=c0,
+        time_major=time_major, training=training, allow_tf32=_allow_tf32(),
+        stream=torch.cuda.current_stream(inputs.device).cuda_stream,
+        recurrent_dropout_mask=recurrent_dropout_mask))
+
+
+def _allow_tf32() -> bool:
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def _sequence_shape(inputs: Tensor, width) -> tuple:
+    """[B, T, width] ([T, B, width] when time-major): the first two axes of `inputs`."""
+    return (inputs.shape[0], inputs.shape[1], width)
+
+
+@_forward.register_fake
+def _forward_fake(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                  recurrent_dropout_mask, time_major, training):
+    H = recurrent_kernel.shape[0]
+    B = inputs.shape[1] if time_major else inputs.shape[0]
+    outputs = inputs.new_empty(_sequence_shape(inputs, H))
+    h, c = inputs.new_empty((B, H)), inputs.new_empty((B, H))
+    if training:
+        gates = inputs.new_empty(_sequence_shape(inputs, 4 * H))
+        cells = inputs.new_empty(_sequence_shape(inputs, H))
+    else:
+        gates, cells = inputs.new_empty((0,)), inputs.new_empty((0,))
+    return outputs, h, c, gates, cells
+
+
+# ---------------------------------------------------------------------------- backward
+
+@torch.library.custom_op("resetlstm::backward", mutates_args=(), device_types="cpu")
+def _backward(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, resets: Optional[Tensor],
+              mask: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
+              recurrent_dropout_mask: Optional[Tensor], outputs: Tensor, gates: Tensor,
+              cells: Tensor, d_outputs: Optional[Tensor], d_h: Optional[Tensor],
+              d_c: Optional[Tensor], time_major: bool
+              ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT: (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0). Absent upstream
+    gradients (None) count as zeros."""
+    # backward takes no bias (the gates it saved hold it); any [4H] array of the dtype will do
+    bias = np.zeros(kernel.shape[1], _np(kernel).dtype)
+    results = _native.backward(
+        _np(inputs), _np(kernel), _np(recurrent_kernel), bias, _np(resets), _np(mask), _np(h0),
+        _np(c0), _np(outputs), _np(gates), _np(cells), _np(d_outputs), _np(d_h), _np(d_c),
+        time_major=time_major, num_threads=_threads(),
+        recurrent_dropout_mask=_np(recurrent_dropout_mask))
+    return tuple(_tensor(a, inputs.dtype) for a in results)
+
+
+@_backward.register_kernel("cuda")
+def _backward_cuda(inputs, kernel, recurrent_kernel, resets, mask, h0, c0, recurrent_dropout_mask,
+                   outputs, gates, cells, d_outputs, d_h, d_c, time_major):
+    bias = kernel.new_zeros(kernel.shape[1])
+    return tuple(_native.backward_cuda(
+        inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, outputs, gates, cells,
+        d_outputs, d_h, d_c, time_major=time_major, allow_tf32=_allow_tf32(),
+        stream=torch.cuda.current_stream(inputs.device).cuda_stream,
+        recurrent_dropout_mask=recurrent_dropout_mask))
+
+
+@_backward.register_fake
+def _backward_fake(inputs, kernel, recurrent_kernel, resets, mask, h0, c0, recurrent_dropout_mask,
+                   outputs, gates, cells, d_outputs, d_h, d_c, time_major):
+    B = inputs.shape[1] if time_major else inputs.shape[0]
+    H = recurrent_kernel.shape[0]
+    return (torch.empty_like(inputs), torch.empty_like(kernel), torch.empty_like(recurrent_kernel),
+            kernel.new_empty((kernel.shape[1],)), inputs.new_empty((B, H)),
+            inputs.new_empty((B, H)))
+
+
+# ---------------------------------------------------------------------------- autograd
+
+def _setup_context(ctx, inputs, output):
+    (x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop, time_major,
+     training) = inputs
+    outputs, _h, _c, gates, cells = output
+    # Without saved activations (training=False) backward recomputes them: the op is
+    # differentiable either way; reset_lstm asks for them whenever a gradient can be taken.
+    ctx.save_for_backward(x, kernel, recurrent_kernel, bias if not training else None, resets,
+                          mask, h0, c0, drop, outputs, gates, cells)
+    ctx.time_major, ctx.training = time_major, training
+    ctx.set_materialize_grads(False)  # absent upstream gradients stay None: zeros in the kernel
+
+
+def _forward_backward(ctx, d_outputs, d_h, d_c, _d_gates, _d_cells):
+    x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop, outputs, gates, cells = \
+        ctx.saved_tensors
+    if not ctx.training:
+        outputs, _, _, gates, cells = _forward(x, kernel, recurrent_kernel, bias, resets, mask,
+                                               h0, c0, drop, ctx.time_major, True)
+    dx, dk, drk, db, dh0, dc0 = _backward(x, kernel, recurrent_kernel, resets, mask, h0, c0,
+                                          drop, outputs, gates, cells, d_outputs, d_h, d_c,
+                                          ctx.time_major)
+    if h0 is None:
+        dh0 = dc0 = None
+    return dx, dk, drk, db, None, None, dh0, dc0, None, None, None
+
+
+torch.library.register_autograd("resetlstm::forward", _forward_backward,
+                                setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("resetlstm: the gradient of resetlstm's backward (double backward, "
+                       "create_graph=True through the LSTM) is not implemented")
+
+
+torch.library.register_autograd("resetlstm::backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
+
+
+# ---------------------------------------------------------------------------- functional API
+
+def _runs_natively(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `dtype` runs in the kernels of its own type (else half types are widened to
+    float32 around the op): float16 and bfloat16 on CUDA (bfloat16 from compute capability 8.0),
+    bfloat16 on CPUs with AVX512-BF16 (whose emulated bf16 GEMMs would be slower than float32)."""
+    if dtype in _KERNEL_DTYPES:
+        return True
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return not _native.cuda_dtype_unsupported_reason(str(dtype).split(".")[-1], major, minor)
+    return dtype == torch.bfloat16 and _native.bf16_gemm() == "avx512_bf16"
+
+
+def _check_float(value, name: str, like: Optional[Tensor] = None) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"reset_lstm: `{name}` must be a torch.Tensor, got "
+                        f"{type(value).__name__}")
+    if like is None:
+        if value.dtype not in _KERNEL_DTYPES + _HALF_DTYPES:
+            raise ValueError(f"reset_lstm: `{name}` must be float32, float64, float16 or "
+                             f"bfloat16, got {value.dtype}")
+        if value.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"reset_lstm: `{name}` is on {value.device}; resetlstm runs on "
+                             "CPU and CUDA tensors")
+        return value
+    if value.dtype != like.dtype:
+        raise ValueError(f"reset_lstm: `{name}` has dtype {value.dtype} but `inputs` has "
+                         f"{like.dtype}; all float arguments must share one dtype")
+    if value.device != like.device:
+        raise ValueError(f"reset_lstm: `{name}` is on {value.device} but `inputs` is on "
+                         f"{like.device}; all arguments must be on one device")
+    return value
+
+
+def _check_flags(value, name: str, like: Tensor) -> Tensor:
+    """bool, or 0/1 numbers (nonzero counts as True), on the device of `like`."""
+    flags = torch.as_tensor(value, device=like.device)
+    if flags.dtype == torch.bool:
+        return flags
+    if flags.is_complex() or flags.dtype.is_complex:
+        raise ValueError(f"reset_lstm: `{name}` must be bool or 0/1 numbers, got {flags.dtype}")
+    return flags != 0
+
+
+def reset_lstm(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: Tensor,
+               resets=None, initial_state=None, mask=None, time_major: bool = False,
+               recurrent_dropout_mask: Optional[Tensor] = None):
+    """Runs an LSTM over a sequence whose state can be reset per batch row at any step.
+
+    The arguments and semantics of ``resetlstm.reset_lstm`` (the TensorFlow op), on torch
+    tensors: ``inputs`` [B, T, I] ([T, B, I] if ``time_major``) float32, float64, bfloat16 or
+    float16 on CPU or CUDA; ``kernel`` [I, 4H], ``recurrent_kernel`` [H, 4H], ``bias`` [4H]
+    (Keras layout, gates i, f, c, o: ``kernel = weight_ih.T`` of ``torch.nn.LSTM``, whose gate
+    order i, f, g, o is the same); ``resets`` [B, T] bool or 0/1, True at (b, t) zeroes row b's
+    h and c before step t (no gradient crosses it); ``initial_state`` (h0, c0), each [B, H];
+    ``mask`` [B, T], Keras masking; ``recurrent_dropout_mask`` [B, H]: every step reads
+    ``mask * h`` in the recurrent matmul. Differentiable w.r.t. inputs, kernel,
+    recurrent_kernel, bias and the initial state.
+
+    Half types compute in float32 inside (float32 accumulation, float32 cell state): bfloat16
+    runs the CPU's bf16 kernels on AVX512-BF16 CPUs, float16 and bfloat16 run half kernels on
+    CUDA (bfloat16 from compute capability 8.0); otherwise they are widened to float32 around
+    the op, and results and gradients come back in the argument dtype either way.
+
+    Returns (outputs [B, T, H], h_T [B, H], c_T [B, H]).
+    """
+    inputs = _check_float(inputs, "inputs")
+    kernel = _check_float(kernel, "kernel", inputs)
+    recurrent_kernel = _check_float(recurrent_kernel, "recurrent_kernel", inputs)
+    bias = _check_float(bias, "bias", inputs)
+    h0 = c0 = None
+    if initial_state is not None:
+        if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+            raise ValueError("reset_lstm: `initial_state` must be a pair (h0, c0) of [B, H] "
+                             f"tensors, got {type(initial_state).__name__}")
+        h0 = _check_float(initial_state[0], "initial_state[0] (h)", inputs)
+        c0 = _check_float(initial_state[1], "initial_state[1] (c)", inputs)
+    drop = None
+    if recurrent_dropout_mask is not None:
+        drop = _check_float(recurrent_dropout_mask, "recurrent_dropout_mask", inputs)
+    resets = None if resets is None else _check_flags(resets, "resets", inputs)
+    mask = None if mask is None else _check_flags(mask, "mask", inputs)
+
+    floats = [inputs, kernel, recurrent_kernel, bias, h0, c0]
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in floats)
+    dtype = inputs.dtype
+    widen = not _runs_natively(dtype, inputs.device)
+    if widen:
+        floats = [None if t is None else t.float() for t in floats]
+        drop = None if drop is None else drop.float()
+    x, k, rk, b, h0, c0 = floats
+    outputs, h, c, _, _ = _forward(x, k, rk, b, resets, mask, h0, c0, drop, bool(time_major),
+                                   training)
+    if widen:
+        outputs, h, c = outputs.to(dtype), h.to(dtype), c.to(dtype)
+    return outputs, h, c
