@@ -460,12 +460,15 @@ def test_bidirectional_save_and_load_in_a_fresh_process(tmp_path):
 
 # ------------------------------------------------------------------ Keras' own tests
 
-def test_keras_own_lstm_tests_pass_against_resetlstm():
+@pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
+def test_keras_own_lstm_tests_pass_against_resetlstm(backend):
     """Keras' own LSTM, Bidirectional, RNN and Masking tests (shipped in the installed keras
-    package) with keras.layers.LSTM replaced by ResetLSTM: none may fail."""
+    package) with keras.layers.LSTM replaced by ResetLSTM, on each Keras backend: none may
+    fail."""
+    pytest.importorskip(backend)
     tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                         "keras_lstm_tests.py")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(resetlstm.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, tool, "-q", "-p", "no:randomly"], env=env,

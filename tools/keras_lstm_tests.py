@@ -6,6 +6,7 @@ copied here. A pytest plugin (this module) replaces `keras.src.layers.LSTM`, the
 build their LSTMs from, with `resetlstm.ResetLSTM` before they run.
 
     python tools/keras_lstm_tests.py [extra pytest args]
+    KERAS_BACKEND=torch python tools/keras_lstm_tests.py     # on another Keras backend
 
 Exit status is pytest's. `--collect-only -q` lists the cases.
 """

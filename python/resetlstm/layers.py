@@ -9,27 +9,28 @@ timesteps] bool): True at (b, t) zeroes row b's state before step t, in forward 
 direction; stateful layers keep one stream per batch row with a per-row ``reset_state(rows)``.
 """
 import numpy as np
-import tensorflow as tf
 import keras
 from keras import ops
 
-from resetlstm.ops import reset_lstm
+from resetlstm import _keras_backend
+
+try:  # Keras 3.6+: the mask attached to a tensor, on every backend
+    from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
+except ImportError:  # pragma: no cover
+    def _get_keras_mask(x):
+        return getattr(x, "_keras_mask", None)
 
 __all__ = ["ResetLSTM", "Bidirectional"]
 
-_TANH = (keras.activations.tanh, tf.tanh, tf.math.tanh, ops.tanh)
-_SIGMOID = (keras.activations.sigmoid, tf.sigmoid, tf.math.sigmoid, ops.sigmoid)
+_TANH = (keras.activations.tanh, ops.tanh)
+_SIGMOID = (keras.activations.sigmoid, ops.sigmoid)
+if _keras_backend.backend() == "tensorflow":
+    import tensorflow as tf
 
+    import resetlstm.ops  # noqa: F401  registers the op, so SavedModels load after `import resetlstm`
 
-class _StreamState(tf.Module):
-    """The stateful layer's (h, c) variables. Kept out of Keras tracking, as keras.layers.LSTM
-    does (the state is not a weight: not in `get_weights()`, not in `.keras` files, and its shape
-    depends on the batch size), but tracked by TensorFlow so that `tf.saved_model.save` and
-    `model.export` can capture it."""
-
-    def __init__(self, h, c):
-        super().__init__(name="stream_state")
-        self.h, self.c = h, c
+    _TANH += (tf.tanh, tf.math.tanh)
+    _SIGMOID += (tf.sigmoid, tf.math.sigmoid)
 
 
 def _describe(fn):
@@ -50,11 +51,22 @@ def backward_resets(resets):
     a document starts at its *last* step, so the reversed sequence (reversed step s is forward
     step T-1-s) resets before reversed step s when a document starts at forward step T-s, the
     step after it: ``result[:, s] = resets[:, T-s]`` for s >= 1, and ``result[:, 0] = False``
-    (the chunk's last step continues from the initial state). ``resets``: [batch, timesteps].
+    (the chunk's last step continues from the initial state). ``resets``: [batch, timesteps]
+    (a tensor of the Keras backend, or anything it converts).
     """
-    resets = tf.convert_to_tensor(resets)
-    flipped = tf.reverse(resets, axis=[1])
-    return tf.concat([tf.zeros_like(flipped[:, :1]), flipped[:, :-1]], axis=1)
+    resets = ops.convert_to_tensor(resets)
+    flipped = ops.flip(resets, axis=1)
+    return ops.concatenate([ops.zeros_like(flipped[:, :1]), flipped[:, :-1]], axis=1)
+
+
+def _tf_executing_eagerly():
+    import tensorflow as tf
+
+    return tf.executing_eagerly()
+
+
+def _is_float(dtype):
+    return "float" in keras.backend.standardize_dtype(dtype)
 
 
 @keras.saving.register_keras_serializable(package="resetlstm")
@@ -134,6 +146,7 @@ class ResetLSTM(keras.layers.LSTM):
                  return_state=False, go_backwards=False, stateful=False, unroll=False,
                  use_cudnn="auto", zero_output_for_mask=False, **kwargs):
         cls = type(self).__name__
+        _keras_backend.check_supported(cls)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"{cls}: `units` must be a positive integer, received units={units!r}")
         act = keras.activations.get(activation)
@@ -182,10 +195,12 @@ class ResetLSTM(keras.layers.LSTM):
         # The layer checks its inputs itself, with messages that name the argument.
         self.input_spec = None
         self.supports_masking = True
-        self.supports_jit = False  # custom op: not XLA-compilable
+        # The TF op is not XLA-compilable; JAX's op is an XLA FFI call (compiles under jit);
+        # the torch op is a torch.library custom op (traced by torch.compile).
+        self.supports_jit = _keras_backend.backend() != "tensorflow"
 
     # keras.layers.RNN keeps its state variables in `states`; this layer keeps them in a
-    # TF-tracked _StreamState (see there) and shows them here.
+    # _keras_backend.StreamState (TF-tracked on TensorFlow) and shows them here.
     @property
     def states(self):
         """The stateful layer's ``[h, c]`` variables (None when not stateful or not built)."""
@@ -262,7 +277,7 @@ class ResetLSTM(keras.layers.LSTM):
                                   synchronization="on_read", aggregation="only_first_replica")
 
         with keras.name_scope(self.name, caller=self):
-            self._stream = _StreamState(var("state_h"), var("state_c"))
+            self._stream = _keras_backend.stream_state(var("state_h"), var("state_c"))
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None, resets_shape=None):
         self._check_shapes(sequences_shape, resets_shape, None, initial_state_shape)
@@ -287,28 +302,28 @@ class ResetLSTM(keras.layers.LSTM):
         def draw(rate, width):
             if not (training and rate):
                 return None
-            ones = tf.ones(tf.stack([tf.shape(sequences)[0], width]), sequences.dtype)
+            ones = ops.ones((ops.shape(sequences)[0], width), sequences.dtype)
             return keras.random.dropout(ones, rate=rate, seed=self.cell.seed_generator)
 
-        return draw(self.cell.dropout, tf.shape(sequences)[2]), draw(self.cell.recurrent_dropout,
-                                                                       self.units)
+        return draw(self.cell.dropout, ops.shape(sequences)[2]), draw(self.cell.recurrent_dropout,
+                                                                        self.units)
 
     def call(self, sequences, initial_state=None, mask=None, training=False, resets=None):
         if mask is None:
             # Keras fills `mask` itself only when `sequences` is the sole tensor argument.
-            mask = getattr(sequences, "_keras_mask", None)
+            mask = _get_keras_mask(sequences)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        sequences = tf.convert_to_tensor(sequences)
-        if not sequences.dtype.is_floating:  # integer inputs compute in the layer's dtype, as
-            sequences = tf.cast(sequences, self.compute_dtype)  # keras' matmuls promote them
-        dtype = sequences.dtype
-        resets = None if resets is None else tf.convert_to_tensor(resets)
-        mask = None if mask is None else tf.convert_to_tensor(mask)
+        sequences = ops.convert_to_tensor(sequences)
+        if not _is_float(sequences.dtype):  # integer inputs compute in the layer's dtype, as
+            sequences = ops.cast(sequences, self.compute_dtype)  # keras' matmuls promote them
+        dtype = keras.backend.standardize_dtype(sequences.dtype)
+        resets = None if resets is None else ops.convert_to_tensor(resets)
+        mask = None if mask is None else ops.convert_to_tensor(mask)
         if initial_state is not None:
             if not isinstance(initial_state, (list, tuple)):
                 initial_state = [initial_state]  # reported by _check_shapes
-            initial_state = [tf.cast(tf.convert_to_tensor(s), dtype) for s in initial_state]
+            initial_state = [ops.cast(ops.convert_to_tensor(s), dtype) for s in initial_state]
         self._check_shapes(sequences.shape, None if resets is None else resets.shape,
                            None if mask is None else mask.shape,
                            None if initial_state is None else [s.shape for s in initial_state])
@@ -316,43 +331,53 @@ class ResetLSTM(keras.layers.LSTM):
         if self.stateful:
             if self._stream is None:
                 self.build(sequences.shape)
-            if sequences.shape[0] is None:  # batch unknown while tracing: check at run time
-                expected = int(self._stream.h.shape[0])
-                check = tf.debugging.assert_equal(
-                    tf.shape(sequences)[0], expected, summarize=1,
-                    message=f"{type(self).__name__} '{self.name}': the layer is stateful with "
-                            f"state for batch size {expected} (one stream per row); the inputs "
-                            "must have that batch size. Received batch size (x) vs expected (y)")
-                with tf.control_dependencies([check]):
-                    sequences = tf.identity(sequences)
+            if sequences.shape[0] is None:  # batch unknown while tracing (TF): check at run time
+                sequences = self._assert_stream_batch(sequences)
             if initial_state is None:
-                initial_state = [tf.cast(self._stream.h.value, dtype),
-                                 tf.cast(self._stream.c.value, dtype)]
+                # copies: the op's backward reads its initial state after the assignments
+                # below have overwritten the variables in place (torch)
+                initial_state = [ops.copy(ops.cast(self._stream.h.value, dtype)),
+                                 ops.copy(ops.cast(self._stream.c.value, dtype))]
 
         input_mask, recurrent_mask = self._dropout_masks(sequences, training)
         if input_mask is not None:  # the same mask on the inputs at every step
-            sequences = sequences * tf.expand_dims(input_mask, 1)
+            sequences = sequences * ops.expand_dims(input_mask, 1)
         if self.go_backwards:
-            sequences = tf.reverse(sequences, axis=[1])
-            mask = None if mask is None else tf.reverse(mask, axis=[1])
+            sequences = ops.flip(sequences, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
             resets = None if resets is None else backward_resets(resets)
 
-        bias = (tf.cast(self.cell.bias, dtype) if self.use_bias
-                else tf.zeros([4 * self.units], dtype=dtype))
-        outputs, h, c = reset_lstm(sequences, tf.cast(self.cell.kernel, dtype),
-                                   tf.cast(self.cell.recurrent_kernel, dtype), bias,
+        bias = (ops.cast(self.cell.bias, dtype) if self.use_bias
+                else ops.zeros([4 * self.units], dtype=dtype))
+        reset_lstm = _keras_backend.reset_lstm_op()
+        outputs, h, c = reset_lstm(sequences, ops.cast(self.cell.kernel, dtype),
+                                   ops.cast(self.cell.recurrent_kernel, dtype), bias,
                                    resets=resets, initial_state=initial_state, mask=mask,
                                    recurrent_dropout_mask=recurrent_mask)
         if self.stateful:
-            self._stream.h.assign(tf.cast(h, self._stream.h.dtype))
-            self._stream.c.assign(tf.cast(c, self._stream.c.dtype))
+            self._stream.h.assign(ops.cast(h, self._stream.h.dtype))
+            self._stream.c.assign(ops.cast(c, self._stream.c.dtype))
         if self.zero_output_for_mask and mask is not None:
-            outputs = tf.where(tf.expand_dims(tf.cast(mask, tf.bool), -1), outputs,
-                               tf.zeros_like(outputs))
+            outputs = ops.where(ops.expand_dims(ops.cast(mask, "bool"), -1), outputs,
+                                ops.zeros_like(outputs))
         output = outputs if self.return_sequences else outputs[:, -1]
         if self.return_state:
             return output, h, c
         return output
+
+    def _assert_stream_batch(self, sequences):
+        """`sequences`, with a run-time check of its batch size against the stateful state's
+        (a TF graph traced with an unknown batch size; other backends trace static shapes)."""
+        import tensorflow as tf
+
+        expected = int(self._stream.h.shape[0])
+        check = tf.debugging.assert_equal(
+            tf.shape(sequences)[0], expected, summarize=1,
+            message=f"{type(self).__name__} '{self.name}': the layer is stateful with "
+                    f"state for batch size {expected} (one stream per row); the inputs "
+                    "must have that batch size. Received batch size (x) vs expected (y)")
+        with tf.control_dependencies([check]):
+            return tf.identity(sequences)
 
     # ----------------------------------------------------------------- stateful streams
     def reset_state(self, rows=None):
@@ -369,8 +394,13 @@ class ResetLSTM(keras.layers.LSTM):
         batch = int(self._stream.h.shape[0])
         if rows is None:
             for v in (self._stream.h, self._stream.c):
-                v.assign(tf.zeros_like(v.value))
+                v.assign(ops.zeros_like(v.value))
             return
+        if _keras_backend.backend() != "tensorflow":
+            self._reset_rows(self._rows_to_reset(rows, batch))
+            return
+        import tensorflow as tf
+
         # the strategy the state was created under (from any scope), else the current one
         strategy = getattr(self._stream.h.value, "distribute_strategy", None) \
             or tf.distribute.get_strategy()
@@ -394,37 +424,42 @@ class ResetLSTM(keras.layers.LSTM):
 
     def _reset_rows(self, reset):
         for v in (self._stream.h, self._stream.c):
-            value = tf.convert_to_tensor(v.value)
-            v.assign(tf.where(reset[:, None], tf.zeros_like(value), value))
+            value = ops.convert_to_tensor(v.value)
+            v.assign(ops.where(reset[:, None], ops.zeros_like(value), value))
 
     def _rows_to_reset(self, rows, batch):
+        """``rows`` (indices or a bool vector) as a bool vector [batch] of the backend. Checked
+        eagerly where the values are known, else (inside a TF graph) by assertions."""
         name = f"{type(self).__name__} '{self.name}'.reset_state"
         if isinstance(rows, (list, tuple)) and not rows:
             rows = np.zeros([0], np.int64)
-        rows_t = tf.convert_to_tensor(rows)
-        if rows_t.dtype == tf.bool:
-            if tuple(rows_t.shape) != (batch,):
+        tensor = ops.convert_to_tensor(rows)
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        if dtype == "bool":
+            if tuple(tensor.shape) != (batch,):
                 raise ValueError(f"{name}: a bool `rows` must have shape [batch] = ({batch},), "
-                                 f"received shape {tuple(rows_t.shape)}")
-            return rows_t
-        if not rows_t.dtype.is_integer or rows_t.shape.rank not in (0, 1):
+                                 f"received shape {tuple(tensor.shape)}")
+            return tensor
+        if "int" not in dtype or len(tensor.shape) not in (0, 1):
             raise ValueError(f"{name}: `rows` must be None, integer row indices (a scalar or "
                              f"a vector) or a bool vector of shape ({batch},); received dtype "
-                             f"{rows_t.dtype.name} shape {tuple(rows_t.shape)}")
-        index = tf.cast(tf.reshape(rows_t, [-1]), tf.int64)
-        if tf.executing_eagerly():
-            values = index.numpy()
-            bad = values[(values < -batch) | (values >= batch)]
-            if bad.size:
-                raise ValueError(f"{name}: `rows` indices must be in [-{batch}, {batch}) for the "
-                                 f"state's batch size {batch}, received {bad.tolist()}")
-        else:
+                             f"{dtype} shape {tuple(tensor.shape)}")
+        index = ops.reshape(ops.cast(tensor, "int64"), [-1])
+        if _keras_backend.backend() == "tensorflow" and not _tf_executing_eagerly():
+            import tensorflow as tf
+
             tf.debugging.assert_less(index, tf.constant(batch, tf.int64),
                                      message=f"{name}: `rows` index >= batch size {batch}")
             tf.debugging.assert_greater_equal(index, tf.constant(-batch, tf.int64),
                                               message=f"{name}: `rows` index < -{batch}")
-        index = tf.where(index < 0, index + batch, index)
-        hits = tf.scatter_nd(index[:, None], tf.ones_like(index, dtype=tf.int32), [batch])
+        else:
+            values = ops.convert_to_numpy(index)
+            bad = values[(values < -batch) | (values >= batch)]
+            if bad.size:
+                raise ValueError(f"{name}: `rows` indices must be in [-{batch}, {batch}) for "
+                                 f"the state's batch size {batch}, received {bad.tolist()}")
+        index = ops.where(index < 0, index + batch, index)
+        hits = ops.scatter(index[:, None], ops.ones_like(index, dtype="int32"), [batch])
         return hits > 0  # repeated indices add up
 
     def reset_states(self, rows=None):

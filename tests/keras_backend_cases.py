@@ -1,0 +1,235 @@
+"""The Keras layer on whatever Keras backend this process runs (KERAS_BACKEND), written once for
+all of them. tests/test_keras_backends.py runs this file under pytest in one process per backend
+(a process's Keras backend is fixed at its first `import keras`); it is not collected directly.
+
+Every check is against keras.layers.LSTM on the same backend (float64, so tolerances are tight)
+or against the layer itself run another way."""
+import os
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+import resetlstm
+from resetlstm.data import pack_documents
+
+BACKEND = keras.backend.backend()
+F64 = 1e-10
+
+
+def npy(x):
+    return ops.convert_to_numpy(x)
+
+
+def pair(units, dtype="float64", **kwargs):
+    """(keras.layers.LSTM, ResetLSTM) with the same weights, built for inputs [., ., 5]."""
+    ref = keras.layers.LSTM(units, dtype=dtype, **kwargs)
+    ours = resetlstm.ResetLSTM(units, dtype=dtype, **kwargs)
+    ref.build((None, None, 5))
+    ours.build((None, None, 5))
+    ours.set_weights(ref.get_weights())
+    return ref, ours
+
+
+def value_and_grads(loss_fn, variables):
+    """loss_fn() and its gradients w.r.t. `variables` (keras.Variables), by the backend's own
+    autodiff."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        return npy(loss), [npy(g) for g in tape.gradient(loss, [v.value for v in variables])]
+    if BACKEND == "torch":
+        for v in variables:
+            v.value.grad = None
+        loss = loss_fn()
+        loss.backward()
+        return npy(loss.detach()), [npy(v.value.grad) for v in variables]
+    if BACKEND == "jax":
+        import jax
+
+        def f(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss_fn()
+
+        loss, grads = jax.value_and_grad(f)([v.value for v in variables])
+        return npy(loss), [npy(g) for g in grads]
+    raise AssertionError(BACKEND)
+
+
+def rng_inputs(seed, *shape):
+    return np.random.default_rng(seed).normal(size=shape)
+
+
+def test_runs_on_this_backend_without_tensorflow():
+    import sys
+
+    if BACKEND != "tensorflow":
+        assert "tensorflow" not in sys.modules, "the layer imported TensorFlow"
+    layer = resetlstm.ResetLSTM(3)
+    assert layer.supports_jit == (BACKEND != "tensorflow")
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(return_sequences=True, return_state=True),
+                                    dict(go_backwards=True, return_sequences=True),
+                                    dict(use_bias=False), dict(unit_forget_bias=False)],
+                         ids=["default", "sequences+state", "go_backwards", "no-bias",
+                              "no-forget-bias"])
+def test_outputs_and_gradients_equal_keras_lstm(kwargs):
+    ref, ours = pair(7, **kwargs)
+    x = rng_inputs(0, 4, 9, 5)
+    h0, c0 = rng_inputs(1, 4, 7), rng_inputs(2, 4, 7)
+    weights = ops.convert_to_tensor(rng_inputs(3, 4, 9 if kwargs.get("return_sequences") else 1, 7))
+
+    def loss(layer):
+        def fn():
+            out = layer(x, initial_state=[h0, c0])
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            y = ops.reshape(outs[0], (4, -1, 7))
+            total = ops.sum(y * weights)
+            for s in outs[1:]:
+                total = total + 0.5 * ops.sum(s)
+            return total
+        return fn
+
+    want, want_grads = value_and_grads(loss(ref), ref.trainable_variables)
+    got, got_grads = value_and_grads(loss(ours), ours.trainable_variables)
+    np.testing.assert_allclose(got, want, rtol=F64)
+    assert len(got_grads) == len(want_grads) == len(ours.trainable_variables)
+    for a, b in zip(got_grads, want_grads):
+        assert a is not None and np.abs(a).sum() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=F64)
+
+
+def test_documents_alone_with_resets_and_go_backwards():
+    """Documents packed end to end: each document's outputs equal keras.layers.LSTM on it
+    alone, reading forwards and (go_backwards) backwards."""
+    rng = np.random.default_rng(4)
+    docs = [rng.normal(size=(n, 5)) for n in (6, 3, 9, 4, 7, 2, 5)]
+    packed = pack_documents(docs, batch_size=3, seq_len=14, dtype=np.float64)
+    for backwards in (False, True):
+        ref, ours = pair(6, return_sequences=True, go_backwards=backwards)
+        y = npy(ours(packed.stream_inputs, resets=packed.stream_resets))
+        if backwards:
+            y = y[:, ::-1]
+        for doc, b, offset in zip(docs, packed.doc_stream, packed.doc_offset):
+            alone = npy(ref(doc[None]))[0]
+            alone = alone[::-1] if backwards else alone
+            np.testing.assert_allclose(y[b, offset:offset + len(doc)], alone, atol=F64)
+
+
+def test_bidirectional_over_packed_documents():
+    rng = np.random.default_rng(5)
+    docs = [rng.normal(size=(n, 5)) for n in (5, 9, 3, 7, 6, 4)]
+    packed = pack_documents(docs, batch_size=2, seq_len=20, dtype=np.float64)
+    bi = resetlstm.Bidirectional(resetlstm.ResetLSTM(4, return_sequences=True, dtype="float64"))
+    y = npy(bi(packed.stream_inputs, resets=packed.stream_resets))
+    ref = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True,
+                                                       dtype="float64"))
+    ref.build((None, None, 5))
+    ref.set_weights(bi.get_weights())
+    for doc, b, offset in zip(docs, packed.doc_stream, packed.doc_offset):
+        np.testing.assert_allclose(y[b, offset:offset + len(doc)], npy(ref(doc[None]))[0],
+                                   atol=F64)
+
+
+def test_stateful_streams_and_reset_state_rows():
+    x = rng_inputs(6, 3, 10, 5)
+    _, whole = pair(4, return_sequences=True)
+    layer = resetlstm.ResetLSTM(4, return_sequences=True, stateful=True, dtype="float64")
+    layer.build((3, None, 5))
+    layer.set_weights(whole.get_weights())
+    first, second = npy(layer(x[:, :6])), npy(layer(x[:, 6:]))
+    np.testing.assert_allclose(np.concatenate([first, second], 1), npy(whole(x)), atol=F64)
+    # reset_state(rows): row 1 restarts from zeros, rows 0 and 2 continue
+    layer.reset_state()
+    layer(x[:, :6])
+    layer.reset_state(rows=[1])
+    y = npy(layer(x[:, 6:]))
+    np.testing.assert_allclose(y[1], npy(whole(x[1:2, 6:]))[0], atol=F64)
+    np.testing.assert_allclose(y[[0, 2]], npy(whole(x))[[0, 2], 6:], atol=F64)
+    layer.reset_state(rows=np.array([True, False, True]))
+    assert np.all(npy(layer.states[0])[[0, 2]] == 0) and np.any(npy(layer.states[0])[1] != 0)
+    with pytest.raises(ValueError, match=r"`rows` indices must be in \[-3, 3\)"):
+        layer.reset_state(rows=[3])
+    with pytest.raises(ValueError, match="stateful with state for batch size 3"):
+        layer(x[:2])
+
+
+def test_masking_equals_keras():
+    """Keras masking semantics against the float64 numpy reference (1e-10) and keras.layers.LSTM
+    (1e-6: keras' own masked loop rounds to float32 somewhere on the torch backend)."""
+    from reference import reference_forward
+
+    x = rng_inputs(7, 3, 8, 5)
+    mask = np.ones((3, 8), bool)
+    mask[0, 5:] = False
+    mask[2, :2] = False
+    for zero_output in (False, True):
+        ref, ours = pair(4, return_sequences=True, zero_output_for_mask=zero_output)
+        got = npy(ours(x, mask=mask))
+        want = reference_forward(x, *ours.get_weights(), mask=mask)[0]
+        if zero_output:
+            want = want * mask[..., None]
+        np.testing.assert_allclose(got, want, atol=F64)
+        np.testing.assert_allclose(got, npy(ref(x, mask=mask)), atol=1e-6)
+    # a mask from the layers before (Masking) is picked up too
+    inp = keras.Input((8, 5), dtype="float64")
+    masked = keras.layers.Masking(0.0, dtype="float64")(inp)
+    ref, ours = pair(4, return_sequences=True)
+    xm = x * mask[..., None]
+    np.testing.assert_allclose(npy(keras.Model(inp, ours(masked))(xm)),
+                               reference_forward(xm, *ours.get_weights(), mask=mask)[0],
+                               atol=F64)
+
+
+def test_fit_trains_every_weight():
+    """model.fit moves every LSTM weight (never 'gradients do not exist') and lowers the loss;
+    packed documents with resets as a second input, stateful streams."""
+    rng = np.random.default_rng(8)
+    docs = [rng.integers(1, 20, size=n) for n in rng.integers(5, 40, size=60)]
+    packed = pack_documents(docs, batch_size=8, seq_len=16, dtype=np.int32)
+    tokens = keras.Input(batch_shape=(8, 16), dtype="int32")
+    resets = keras.Input(batch_shape=(8, 16), dtype="bool")
+    lstm = resetlstm.ResetLSTM(16, return_sequences=True, stateful=True)
+    h = lstm(keras.layers.Embedding(20, 8)(tokens), resets=resets)
+    model = keras.Model([tokens, resets], keras.layers.Dense(20)(h))
+    model.compile(keras.optimizers.Adam(0.02),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [npy(v).copy() for v in lstm.trainable_variables]
+    history = model.fit([packed.inputs, packed.resets], packed.targets,
+                        sample_weight=packed.sample_weights, batch_size=8, shuffle=False,
+                        epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0], losses
+    for v, b in zip(lstm.trainable_variables, before):
+        assert np.abs(npy(v) - b).max() > 1e-4, f"{v.path} did not train"
+
+
+def test_mixed_precision_bfloat16():
+    x = rng_inputs(9, 4, 12, 5).astype("float32")
+    layer = resetlstm.ResetLSTM(8, return_sequences=True, dtype="mixed_bfloat16")
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    assert layer.cell.kernel.dtype == "float32"
+    full = resetlstm.ResetLSTM(8, return_sequences=True)
+    full.build(x.shape)
+    full.set_weights(layer.get_weights())
+    assert np.abs(npy(ops.cast(y, "float32")) - npy(full(x))).max() < 2e-2
+
+
+def test_keras_files_move_between_backends():
+    """With RESETLSTM_XFER set (tests/test_keras_backends.py does): load the .keras file that
+    another backend saved there and reproduce its outputs; save one of this backend's."""
+    where = os.environ.get("RESETLSTM_XFER")
+    if not where:
+        pytest.skip("run by tests/test_keras_backends.py")
+    data = np.load(os.path.join(where, "inputs.npz"))
+    model = keras.models.load_model(os.path.join(where, "tensorflow.keras"))
+    got = npy(model([data["x"], data["resets"]]))
+    np.testing.assert_allclose(got, data["tensorflow"], atol=1e-5)
+    model.save(os.path.join(where, f"{BACKEND}.keras"))
+    np.save(os.path.join(where, f"{BACKEND}.npy"), got)
