@@ -22,12 +22,9 @@ rep by rep. Writes <out>/deploy-cpu-<host-kind>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -37,7 +34,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
-from serving_bench import EMBED, NEW_STREAM_RATE, UNITS, VOCAB, build, schedule  # noqa: E402
+from serving_bench import (  # noqa: E402
+    EMBED, NEW_STREAM_RATE, UNITS, VOCAB, build, schedule, time_streams, write_report)
 
 VARIANTS = {
     "fused": "StreamingModel.step (fused op)",
@@ -157,29 +155,11 @@ def main(argv=None):
         for step in servers.values():  # warm-up
             for t in range(3):
                 step(tokens[t], new[t])
-        keys = list(VARIANTS)
-        latencies = {key: [] for key in keys}
-        rates = {key: [] for key in keys}
-        for rep in range(args.reps):
-            for key in keys[rep % len(keys):] + keys[:rep % len(keys)]:
-                step, lat = servers[key], []
-                start = time.perf_counter()
-                for t in range(args.steps):
-                    t0 = time.perf_counter()
-                    step(tokens[t], new[t])
-                    lat.append((time.perf_counter() - t0) * 1e3)
-                rates[key].append(args.slots * args.steps / (time.perf_counter() - start))
-                latencies[key].extend(lat)
-            print(f"  rep {rep + 1}/{args.reps}: " + ", ".join(
-                f"{k} {rates[k][-1]:,.0f}/s" for k in keys), flush=True)
-
-    rows = {}
+        rows = time_streams(servers, VARIANTS, args.slots, args.steps, args.reps,
+                            lambda t: (tokens[t], new[t]))
+    keys = list(VARIANTS)
     for key in keys:
-        lat = sorted(latencies[key])
-        rows[key] = dict(label=VARIANTS[key], stream_steps_per_s=statistics.median(rates[key]),
-                         latency_median_ms=statistics.median(lat),
-                         latency_p90_ms=lat[int(0.9 * (len(lat) - 1))], rates=rates[key],
-                         max_abs_diff_vs_fused=checks[key])
+        rows[key]["max_abs_diff_vs_fused"] = checks[key]
     base = rows["fused"]["stream_steps_per_s"]
     for key in keys:
         rows[key]["vs_fused"] = rows[key]["stream_steps_per_s"] / base
@@ -204,15 +184,8 @@ def main(argv=None):
         lines.append(f"| {r['label']} | {r['stream_steps_per_s']:,.0f} | "
                      f"{r['latency_median_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
                      f"{r['vs_fused']:.2f}x | {r['max_abs_diff_vs_fused']:.1e} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(machine=machine, slots=args.slots, steps=args.steps, reps=args.reps,
-                       versions=versions, results=rows), f, indent=1)
-    print(f"wrote {stem}.md and .json")
-
+    write_report(stem, lines, dict(machine=machine, slots=args.slots, steps=args.steps,
+                                   reps=args.reps, versions=versions, results=rows))
 
 if __name__ == "__main__":
     main()
