@@ -25,6 +25,12 @@ import tensorflow as tf
 
 from resetlstm.layers import ResetLSTM, backward_resets
 
+try:  # Keras 3.6+: the mask attached to a tensor (what ResetLSTM.call reads too)
+    from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
+except ImportError:  # pragma: no cover
+    def _get_keras_mask(x):
+        return getattr(x, "_keras_mask", None)
+
 __all__ = ["portable_reset_lstm", "lowered", "reset_lstm_layers"]
 
 _HALF = (tf.float16, tf.bfloat16)
@@ -157,7 +163,7 @@ def _lowered_call(lowering, layer, sequences, initial_state=None, mask=None, tra
                          "was called with training=True and dropout. Train with the fused op "
                          "and export the trained model.")
     if mask is None:
-        mask = getattr(sequences, "_keras_mask", None)
+        mask = _get_keras_mask(sequences)
     if isinstance(mask, (list, tuple)):
         mask = mask[0]
     sequences = tf.convert_to_tensor(sequences)
