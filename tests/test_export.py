@@ -54,7 +54,8 @@ def test_portable_op_equals_fused_op_and_reference(B, T, I, H, dtype):
         fused = resetlstm.reset_lstm(x, k, r, b, **kwargs)
         ref = reference_forward(x, k, r, b, kwargs.get("resets"),
                                 *(kwargs.get("initial_state") or (None, None)),
-                                mask=kwargs.get("mask"), dropout=kwargs.get("recurrent_dropout_mask"))
+                                mask=kwargs.get("mask"),
+                                dropout=kwargs.get("recurrent_dropout_mask"))
         for a, f, e in zip(got, fused, ref):
             assert a.dtype == dtype and a.shape == f.shape
             np.testing.assert_allclose(a, f, rtol=0, atol=tol)

@@ -12,10 +12,10 @@ op lowered to stock TensorFlow ops (``resetlstm.portable``), so the result runs 
 
 ``model`` is a Keras model (the whole-sequence function, inputs as the model's inputs, outputs
 ``output_0``, ...) or a :class:`resetlstm.StreamingModel`: then LiteRT and ONNX get its step in
-the explicit-state form ``(inputs..., new_stream, h, c) -> (output_0, ..., h_next, c_next)``, the usual
-on-device form, where ``h`` and ``c`` are ``[slots, state_size]`` float32 (the states of all
-``ResetLSTM`` layers side by side, ``StreamingModel.state_size`` columns; zeros for a fresh
-server) and ``new_stream`` zeroes a slot's state before the step.
+the explicit-state form ``(inputs..., new_stream, h, c) -> (output_0, ..., h_next, c_next)``,
+the usual on-device form, where ``h`` and ``c`` are ``[slots, state_size]`` float32 (the states
+of all ``ResetLSTM`` layers side by side, ``StreamingModel.state_size`` columns; zeros for a
+fresh server) and ``new_stream`` zeroes a slot's state before the step.
 """
 from __future__ import annotations
 

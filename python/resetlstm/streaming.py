@@ -303,9 +303,9 @@ class StreamingModel:
 
     def _explicit_step_function(self):
         """The step in stock ops with the state as explicit inputs and outputs, traced:
-        ``f(<inputs>, new_stream, h, c) -> {"output_0": ..., "h_next": h', "c_next": c'}``, ``h`` and ``c``
-        ``[slots, state_size]`` float32 (every ResetLSTM's state side by side); the variables of
-        the streaming copy are neither read nor written."""
+        ``f(<inputs>, new_stream, h, c) -> {"output_0": ..., "h_next": h', "c_next": c'}``,
+        ``h`` and ``c`` ``[slots, state_size]`` float32 (every ResetLSTM's state side by side);
+        the variables of the streaming copy are neither read nor written."""
         from resetlstm.export import _check_stock
         from resetlstm.portable import lowered
 
