@@ -91,6 +91,45 @@ def schedule(slots, steps, seed):
     return tokens, new, ids
 
 
+def time_streams(servers, variants, slots, steps, reps, args_at):
+    """Times ``servers[key](*args_at(t))`` for t < steps, every variant once per rep in an order
+    that rotates rep by rep. Returns {key: row} with the median stream-steps/s (slots x steps
+    / s) over reps, the median and p90 step latency (ms) and every rep's rate."""
+    keys = list(variants)
+    latencies = {key: [] for key in keys}
+    rates = {key: [] for key in keys}
+    for rep in range(reps):
+        for key in keys[rep % len(keys):] + keys[:rep % len(keys)]:
+            step, lat = servers[key], []
+            start = time.perf_counter()
+            for t in range(steps):
+                t0 = time.perf_counter()
+                step(*args_at(t))
+                lat.append((time.perf_counter() - t0) * 1e3)
+            rates[key].append(slots * steps / (time.perf_counter() - start))
+            latencies[key].extend(lat)
+        print(f"  rep {rep + 1}/{reps}: " + ", ".join(
+            f"{k} {rates[k][-1]:,.0f}/s" for k in keys), flush=True)
+    rows = {}
+    for key in keys:
+        lat = sorted(latencies[key])
+        rows[key] = dict(label=variants[key], stream_steps_per_s=statistics.median(rates[key]),
+                         latency_median_ms=statistics.median(lat),
+                         latency_p90_ms=lat[int(0.9 * (len(lat) - 1))], rates=rates[key])
+    return rows
+
+
+def write_report(stem, lines, payload):
+    """Prints the markdown `lines` and writes them to <stem>.md, `payload` to <stem>.json."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    with open(stem + ".json", "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote {stem}.md and .json")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--slots", type=int, default=256)
@@ -149,31 +188,9 @@ def main(argv=None):
     for step in servers.values():  # warm-up (traces, allocations)
         for t in range(3):
             step(tokens[t], new[t], ids[t])
-    latencies = {key: [] for key in variants}
-    rep_rates = {key: [] for key in variants}
     keys = list(variants)
-    for rep in range(args.reps):
-        order = keys[rep % len(keys):] + keys[:rep % len(keys)]
-        for key in order:
-            step, lat = servers[key], []
-            start = time.perf_counter()
-            for t in range(args.steps):
-                t0 = time.perf_counter()
-                step(tokens[t], new[t], ids[t])
-                lat.append((time.perf_counter() - t0) * 1e3)
-            elapsed = time.perf_counter() - start
-            latencies[key].extend(lat)
-            rep_rates[key].append(args.slots * args.steps / elapsed)
-        print(f"  rep {rep + 1}/{args.reps}: " + ", ".join(
-            f"{k} {rep_rates[k][-1]:,.0f}/s" for k in keys), flush=True)
-
-    rows = {}
-    for key in keys:
-        lat = sorted(latencies[key])
-        rows[key] = dict(label=variants[key], stream_steps_per_s=statistics.median(rep_rates[key]),
-                         latency_median_ms=statistics.median(lat),
-                         latency_p90_ms=lat[int(0.9 * (len(lat) - 1))],
-                         rates=rep_rates[key])
+    rows = time_streams(servers, variants, args.slots, args.steps, args.reps,
+                        lambda t: (tokens[t], new[t], ids[t]))
     base = rows["resetlstm"]["stream_steps_per_s"]
     for key in keys:
         rows[key]["resetlstm_speedup"] = base / rows[key]["stream_steps_per_s"]
@@ -198,16 +215,11 @@ def main(argv=None):
         lines.append(f"| {r['label']} | {r['stream_steps_per_s']:,.0f} | "
                      f"{r['latency_median_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
                      f"{r['resetlstm_speedup']:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(machine=machine, slots=args.slots, steps=args.steps, reps=args.reps,
-                       versions=dict(tensorflow=tf.__version__, keras=keras.__version__,
-                                     resetlstm=resetlstm.__version__),
-                       results=rows), f, indent=1)
-    print(f"wrote {stem}.md and .json")
+    write_report(stem, lines, dict(
+        machine=machine, slots=args.slots, steps=args.steps, reps=args.reps,
+        versions=dict(tensorflow=tf.__version__, keras=keras.__version__,
+                      resetlstm=resetlstm.__version__),
+        results=rows))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["resetlstm", "resetlstm_resets", "keras", "naive", "block", "torch"]
 
@@ -117,3 +119,21 @@ def test_bench_refuses_counts_below_one():
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, (flag, proc.returncode, proc.stderr[-2000:])
         assert f"{flag} must be at least 1, got 0" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tf2onnx",
+                                                                   "onnxruntime")),
+                    reason="needs the deploy extra (ai-edge-litert, tf2onnx, onnxruntime)")
+def test_deploy_bench_quick(tmp_path):
+    """bench/deploy_bench.py --quick: every runtime agrees with the fused step (checked inside),
+    JSON and markdown."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "deploy_bench.py"),
+                           "--quick", "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (js,) = glob.glob(str(tmp_path / "deploy-*.json"))
+    res = json.load(open(js))["results"]
+    assert set(res) == {"fused", "portable_tf", "litert", "onnxruntime"}
+    assert all(r["stream_steps_per_s"] > 0 and r["max_abs_diff_vs_fused"] <= 1e-4
+               for r in res.values())
+    assert "stream-steps/s" in open(js[:-len(".json")] + ".md").read()

@@ -13,6 +13,8 @@ disturbed and no state is gathered or scattered in Python)::
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -21,6 +23,15 @@ from resetlstm.layers import ResetLSTM
 from resetlstm.ops import _flag_tensor
 
 __all__ = ["StreamingModel"]
+
+
+def _lowered_if(portable, model):
+    """resetlstm.portable.lowered(model) when ``portable``, else nothing."""
+    if not portable:
+        return contextlib.nullcontext()
+    from resetlstm.portable import lowered
+
+    return lowered(model)
 
 
 def _all_layers(model):
@@ -185,6 +196,11 @@ class StreamingModel:
     # ------------------------------------------------------------------ graph
     def _step_graph(self, inputs, new_stream):
         self._zero_slots(new_stream)  # zero before the step = reset at the step, every layer
+        return self._call_model(inputs, new_stream)
+
+    def _call_model(self, inputs, new_stream):
+        """The streaming copy on one step of ``inputs`` (the step inputs, [slots, ...] each),
+        ``new_stream`` filling the model's resets inputs; outputs with the time axis dropped."""
         step_inputs = [tf.expand_dims(x, 1) for x in inputs]
         flags = tf.expand_dims(new_stream, 1)
         full, k = [], 0
@@ -228,23 +244,36 @@ class StreamingModel:
         """The streaming copy (stateful, built for [slots, 1, ...] inputs)."""
         return self._model
 
-    def export(self, path):
+    @property
+    def state_size(self):
+        """Columns of the explicit state ``h`` / ``c`` of the portable step: the units of every
+        ResetLSTM, side by side in the model's layer order."""
+        return sum(layer.units for layer in self._lstms)
+
+    def _step_specs(self):
+        return [tf.TensorSpec((self.slots,) + shape, dtype, name=f"inputs_{i}" if i else
+                              "inputs")
+                for i, (_, shape, dtype) in enumerate(self._input_specs)]
+
+    def export(self, path, portable=False):
         """Writes a SavedModel that serves this model with the slots' state in variables:
 
         - ``step(inputs, new_stream)`` (also ``serving_default``): as :meth:`step`, inputs
           already of the right shapes and dtypes; outputs ``{"output_0": ..., ...}``;
         - ``release(slots)``: ``slots`` a bool vector [slots] (True = zero that slot).
 
-        The state starts as it is now (call :meth:`reset` first for a clean server). Load with
-        ``import resetlstm`` first (it registers the op), then ``tf.saved_model.load(path)``;
-        TF Serving needs the op library ``resetlstm/_resetlstm_ops.so`` loaded as a custom op.
+        The state starts as it is now (call :meth:`reset` first for a clean server).
+        ``portable=False``: the graph holds the fused op; load with ``import resetlstm`` first
+        (it registers the op), then ``tf.saved_model.load(path)``; TF Serving needs the op
+        library ``resetlstm/_resetlstm_ops.so`` loaded as a custom op. ``portable=True``: every
+        ResetLSTM is lowered to stock TensorFlow ops (``resetlstm.portable``), so it loads in
+        any TensorFlow process and in stock TF Serving, without resetlstm (same outputs to
+        ~1e-6; the fused op is faster, see docs/deploying.md).
         """
         module = tf.Module()
         module.variables_ = [v.value for v in self._model.weights]
         module.state_ = [v.value for layer in self._lstms for v in layer.states]
-        specs = [tf.TensorSpec((self.slots,) + shape, dtype, name=f"inputs_{i}" if i else
-                               "inputs")
-                 for i, (_, shape, dtype) in enumerate(self._input_specs)]
+        specs = self._step_specs()
         flags = tf.TensorSpec((self.slots,), tf.bool, name="new_stream")
 
         def outputs_dict(outputs):
@@ -261,10 +290,51 @@ class StreamingModel:
             return {"released": tf.reduce_sum(tf.cast(rows, tf.int32))}
 
         module.step, module.release = step, release
-        tf.saved_model.save(module, str(path), signatures={
-            "serving_default": step.get_concrete_function(),
-            "step": step.get_concrete_function(),
-            "release": release.get_concrete_function()})
+        with _lowered_if(portable, self._model):
+            concrete = step.get_concrete_function()
+            if portable:
+                from resetlstm.export import _check_stock
+
+                _check_stock(concrete, "StreamingModel.export")
+            tf.saved_model.save(module, str(path), signatures={
+                "serving_default": concrete,
+                "step": concrete,
+                "release": release.get_concrete_function()})
+
+    def _explicit_step_function(self):
+        """The step in stock ops with the state as explicit inputs and outputs, traced:
+        ``f(<inputs>, new_stream, h, c) -> {"output_0": ..., "h_next": h', "c_next": c'}``,
+        ``h`` and ``c`` ``[slots, state_size]`` float32 (every ResetLSTM's state side by side);
+        the variables of the streaming copy are neither read nor written."""
+        from resetlstm.export import _check_stock
+        from resetlstm.portable import lowered
+
+        units = [layer.units for layer in self._lstms]
+        state = [tf.TensorSpec((self.slots, self.state_size), tf.float32, name=n)
+                 for n in ("h", "c")]
+        flags = tf.TensorSpec((self.slots,), tf.bool, name="new_stream")
+        context = {}
+
+        @tf.function(input_signature=[*self._step_specs(), flags, *state], autograph=False)
+        def step(*args):
+            *inputs, new_stream, h, c = args
+            fresh = new_stream[:, None]  # a new stream starts from zeros, in every layer
+            h = tf.where(fresh, tf.zeros_like(h), h)
+            c = tf.where(fresh, tf.zeros_like(c), c)
+            lowering = context["lowering"]
+            lowering.explicit = dict(zip(self._lstms, zip(tf.split(h, units, axis=1),
+                                                          tf.split(c, units, axis=1))))
+            outputs = self._call_model(inputs, new_stream)
+            new_h, new_c = ([tf.cast(lowering.final[layer][i], tf.float32)
+                             for layer in self._lstms] for i in (0, 1))
+            result = {f"output_{i}": y for i, y in enumerate(tf.nest.flatten(outputs))}
+            result["h_next"], result["c_next"] = tf.concat(new_h, axis=1), tf.concat(new_c, axis=1)
+            return result
+
+        with lowered(self._model) as context["lowering"]:
+            concrete = step.get_concrete_function()
+        _check_stock(concrete, "StreamingModel (explicit-state step)")
+        return step
 
     def __repr__(self):
         return (f"StreamingModel(slots={self.slots}, model={self._source.name!r}, "
