@@ -221,6 +221,17 @@ def test_mixed_precision_bfloat16():
     assert np.abs(npy(ops.cast(y, "float32")) - npy(full(x))).max() < 2e-2
 
 
+def test_tensorflow_only_api_refuses_other_backends():
+    if BACKEND == "tensorflow":
+        pytest.skip("the TensorFlow backend runs it")
+    pytest.importorskip("tensorflow")
+    model = keras.Sequential([keras.Input((None, 3)), resetlstm.ResetLSTM(4)])
+    with pytest.raises(ValueError, match="KERAS_BACKEND=tensorflow"):
+        resetlstm.StreamingModel(model, slots=2)
+    with pytest.raises(ValueError, match="KERAS_BACKEND=tensorflow"):
+        resetlstm.export_portable(model, "unused")
+
+
 def test_keras_files_move_between_backends():
     """With RESETLSTM_XFER set (tests/test_keras_backends.py does): load the .keras file that
     another backend saved there and reproduce its outputs; save one of this backend's."""

@@ -12,6 +12,7 @@ Public API (see DESIGN.md section 2)::
     packed = resetlstm.data.pack_documents(docs, batch_size, seq_len)
     server = resetlstm.StreamingModel(trained_model, slots=256)   # continuous batching
     outputs = server.step(inputs, new_stream)                       # one step, every slot
+    resetlstm.export_portable(model, path)   # also export_litert, export_onnx: stock ops only
     resetlstm.build_info()
 
     import resetlstm.torch    # PyTorch: a drop-in for torch.nn.LSTM and the op (no TensorFlow)
@@ -19,15 +20,16 @@ Public API (see DESIGN.md section 2)::
 
 What needs which framework: ``ResetLSTM`` and ``Bidirectional`` run on Keras 3 with any of its
 TensorFlow, JAX and PyTorch backends (imported here whenever Keras is installed, so that
-``keras.models.load_model`` finds them); ``reset_lstm``, ``reset_lstm_cell``, ``StreamingModel``
-and ``build_info`` are the TensorFlow op and load TensorFlow on first use; ``data`` and
+``keras.models.load_model`` finds them); ``reset_lstm``, ``reset_lstm_cell``, ``StreamingModel``,
+the exporters and ``build_info`` are the TensorFlow op and load TensorFlow on first use; ``data`` and
 ``_native`` need numpy only.
 """
 from resetlstm import data
 from resetlstm._version import __version__
 
 __all__ = ["__version__", "build_info", "reset_lstm", "reset_lstm_cell", "ResetLSTM",
-           "Bidirectional", "StreamingModel", "data"]
+           "Bidirectional", "StreamingModel", "data", "export_portable", "export_litert",
+           "export_onnx", "portable_reset_lstm"]
 
 _KERAS_MISSING = None
 try:
@@ -41,7 +43,9 @@ except ModuleNotFoundError as _error:  # no Keras, or no package for Keras' back
 # The TensorFlow API, imported on first use (TensorFlow takes seconds to import, and the torch
 # and JAX front ends do not need it).
 _TF_API = {"build_info": "resetlstm.ops", "reset_lstm": "resetlstm.ops",
-           "reset_lstm_cell": "resetlstm.ops", "StreamingModel": "resetlstm.streaming"}
+           "reset_lstm_cell": "resetlstm.ops", "StreamingModel": "resetlstm.streaming",
+           "export_portable": "resetlstm.export", "export_litert": "resetlstm.export",
+           "export_onnx": "resetlstm.export", "portable_reset_lstm": "resetlstm.portable"}
 
 
 def __getattr__(name):

@@ -309,6 +309,16 @@ class ResetLSTM(keras.layers.LSTM):
                                                                         self.units)
 
     def call(self, sequences, initial_state=None, mask=None, training=False, resets=None):
+        args = self._op_arguments(sequences, initial_state, mask, training, resets)
+        outputs, h, c = _keras_backend.reset_lstm_op()(**args)
+        self._store_state(h, c)
+        return self._layer_outputs(outputs, h, c, args["mask"])
+
+    def _op_arguments(self, sequences, initial_state, mask, training, resets):
+        """The layer's semantics up to the fused op: the Keras mask, dtypes, shape checks, a
+        stateful layer's stored state, the dropout masks, go_backwards. Returns the keyword
+        arguments of ``reset_lstm`` (any backend's, or ``resetlstm.portable``'s) for this
+        call."""
         if mask is None:
             # Keras fills `mask` itself only when `sequences` is the sole tensor argument.
             mask = _get_keras_mask(sequences)
@@ -334,8 +344,8 @@ class ResetLSTM(keras.layers.LSTM):
             if sequences.shape[0] is None:  # batch unknown while tracing (TF): check at run time
                 sequences = self._assert_stream_batch(sequences)
             if initial_state is None:
-                # copies: the op's backward reads its initial state after the assignments
-                # below have overwritten the variables in place (torch)
+                # copies: the op's backward reads its initial state after _store_state has
+                # overwritten the variables in place (torch)
                 initial_state = [ops.copy(ops.cast(self._stream.h.value, dtype)),
                                  ops.copy(ops.cast(self._stream.c.value, dtype))]
 
@@ -349,14 +359,19 @@ class ResetLSTM(keras.layers.LSTM):
 
         bias = (ops.cast(self.cell.bias, dtype) if self.use_bias
                 else ops.zeros([4 * self.units], dtype=dtype))
-        reset_lstm = _keras_backend.reset_lstm_op()
-        outputs, h, c = reset_lstm(sequences, ops.cast(self.cell.kernel, dtype),
-                                   ops.cast(self.cell.recurrent_kernel, dtype), bias,
-                                   resets=resets, initial_state=initial_state, mask=mask,
-                                   recurrent_dropout_mask=recurrent_mask)
+        return dict(inputs=sequences, kernel=ops.cast(self.cell.kernel, dtype),
+                    recurrent_kernel=ops.cast(self.cell.recurrent_kernel, dtype), bias=bias,
+                    resets=resets, initial_state=initial_state, mask=mask,
+                    recurrent_dropout_mask=recurrent_mask)
+
+    def _store_state(self, h, c):
+        """A stateful layer keeps the final state for its next call."""
         if self.stateful:
             self._stream.h.assign(ops.cast(h, self._stream.h.dtype))
             self._stream.c.assign(ops.cast(c, self._stream.c.dtype))
+
+    def _layer_outputs(self, outputs, h, c, mask):
+        """The layer's result from the op's (outputs, h, c); `mask` as the op got it."""
         if self.zero_output_for_mask and mask is not None:
             outputs = ops.where(ops.expand_dims(ops.cast(mask, "bool"), -1), outputs,
                                 ops.zeros_like(outputs))

@@ -10,10 +10,10 @@ sequences loop in a ``tf.while_loop`` (a TensorArray collects the outputs).
 ``lowered(model)`` is a context manager under which every ``ResetLSTM`` of ``model`` (nested
 models and wrappers included) computes through ``portable_reset_lstm``: whatever traces the model
 inside it (``tf.function``, ``model.export``, a converter) gets a graph without the custom op.
-The layer's semantics are reproduced here (go_backwards with its backward resets, masks and
-zero_output_for_mask, initial_state, stateful state variables, return_sequences /
-return_state, dtype policies); the equality with the fused layer is tested in
-tests/test_export.py. It lowers inference only: a call with ``training=True`` on a layer with
+The layer's own code does everything around the op (go_backwards with its backward resets,
+masks and zero_output_for_mask, initial_state, stateful state variables, return_sequences /
+return_state, dtype policies: ``ResetLSTM._op_arguments`` and ``_layer_outputs``); the
+equality with the fused layer is tested in tests/test_export.py. It lowers inference only: a call with ``training=True`` on a layer with
 dropout is refused.
 """
 from __future__ import annotations
@@ -23,13 +23,7 @@ import functools
 
 import tensorflow as tf
 
-from resetlstm.layers import ResetLSTM, backward_resets
-
-try:  # Keras 3.6+: the mask attached to a tensor (what ResetLSTM.call reads too)
-    from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
-except ImportError:  # pragma: no cover
-    def _get_keras_mask(x):
-        return getattr(x, "_keras_mask", None)
+from resetlstm.layers import ResetLSTM
 
 __all__ = ["portable_reset_lstm", "lowered", "reset_lstm_layers"]
 
@@ -157,44 +151,22 @@ class _Lowering:
 
 def _lowered_call(lowering, layer, sequences, initial_state=None, mask=None, training=False,
                   resets=None):
-    """``ResetLSTM.call`` with the fused op replaced by ``portable_reset_lstm``."""
+    """``ResetLSTM.call`` with the fused op replaced by ``portable_reset_lstm`` (the layer's own
+    semantics before and after the op), starting from the lowering's explicit state where it
+    has one for the layer (whose variables are then left alone)."""
     if training is True and (layer.dropout or layer.recurrent_dropout):
         raise ValueError(f"ResetLSTM '{layer.name}': the portable lowering is for inference; it "
                          "was called with training=True and dropout. Train with the fused op "
                          "and export the trained model.")
-    if mask is None:
-        mask = _get_keras_mask(sequences)
-    if isinstance(mask, (list, tuple)):
-        mask = mask[0]
-    sequences = tf.convert_to_tensor(sequences)
-    if not sequences.dtype.is_floating:
-        sequences = tf.cast(sequences, layer.compute_dtype)
-    dtype = sequences.dtype
-    if initial_state is not None:
-        if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
-            raise ValueError(f"ResetLSTM '{layer.name}': `initial_state` must be a list [h0, c0]")
-        initial_state = [tf.cast(tf.convert_to_tensor(s), dtype) for s in initial_state]
-    elif layer in lowering.explicit:
-        initial_state = [tf.cast(s, dtype) for s in lowering.explicit[layer]]
-    elif layer.stateful:
-        initial_state = [tf.cast(v.value, dtype) for v in layer.states]
-    if layer.go_backwards:
-        sequences = tf.reverse(sequences, axis=[1])
-        mask = None if mask is None else tf.reverse(mask, axis=[1])
-        resets = None if resets is None else backward_resets(resets)
-    bias = layer.cell.bias if layer.use_bias else tf.zeros([4 * layer.units], dtype)
-    outputs, h, c = portable_reset_lstm(
-        sequences, tf.cast(layer.cell.kernel, dtype), tf.cast(layer.cell.recurrent_kernel, dtype),
-        tf.cast(bias, dtype), resets=resets, initial_state=initial_state, mask=mask)
+    explicit = lowering.explicit.get(layer)
+    if initial_state is None and explicit is not None:
+        initial_state = list(explicit)
+    args = layer._op_arguments(sequences, initial_state, mask, training, resets)
+    outputs, h, c = portable_reset_lstm(**args)
     lowering.final[layer] = (h, c)
-    if layer.stateful and layer not in lowering.explicit:
-        for variable, value in zip(layer.states, (h, c)):
-            variable.assign(tf.cast(value, variable.dtype))
-    if layer.zero_output_for_mask and mask is not None:
-        outputs = tf.where(tf.expand_dims(tf.cast(mask, tf.bool), -1), outputs,
-                           tf.zeros_like(outputs))
-    output = outputs if layer.return_sequences else outputs[:, -1]
-    return (output, h, c) if layer.return_state else output
+    if explicit is None:
+        layer._store_state(h, c)
+    return layer._layer_outputs(outputs, h, c, args["mask"])
 
 
 @contextlib.contextmanager

@@ -91,6 +91,12 @@ class StreamingModel:
     """
 
     def __init__(self, model, slots):
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "StreamingModel runs the model in TensorFlow graphs (tf.function, SavedModel "
+                f"export); Keras runs on {keras.backend.backend()!r} in this process. Serve from "
+                "a process with KERAS_BACKEND=tensorflow (weights and .keras files are the same "
+                "on every backend), or step a stateful model with resets yourself.")
         if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 1:
             raise ValueError(f"StreamingModel: `slots` must be a positive integer, received "
                              f"slots={slots!r}")
