@@ -137,3 +137,18 @@ def test_deploy_bench_quick(tmp_path):
     assert all(r["stream_steps_per_s"] > 0 and r["max_abs_diff_vs_fused"] <= 1e-4
                for r in res.values())
     assert "stream-steps/s" in open(js[:-len(".json")] + ".md").read()
+
+
+def test_torch_rl_bench_quick(tmp_path):
+    """bench/torch_rl_bench.py --quick: runs, checks the fused module against its peers, writes
+    the JSON and the markdown table."""
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "torch_rl_bench.py"),
+                           "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, KERAS_BACKEND="torch"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "torch-rl-quick.json").read_text())
+    assert {r["peer"] for r in data["results"]} == {"per-step loop", "torch.nn.LSTM"}
+    assert all(r["max_abs_diff"] < 1e-5 for r in data["results"])
+    table = (tmp_path / "torch-rl-quick.md").read_text()
+    assert "per-step loop" in table and "speedup fwdbwd" in table

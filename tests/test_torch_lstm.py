@@ -216,3 +216,23 @@ def test_refusals_name_the_alternative():
         lstm(torch.randn(3, 4), resets=torch.zeros(3, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match weight"):
         lstm(torch.randn(3, 2, 4, dtype=torch.float64))
+
+
+def test_inference_weight_cache_follows_parameter_updates():
+    """Without autograd the transposed weights are kept between calls; an in-place update (an
+    optimizer step, load_state_dict) or a move to another dtype is seen by the next call."""
+    ref, ours = pair(num_layers=2, bidirectional=True)
+    x = torch.randn(6, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        ours(x)
+        for p in ours.parameters():
+            p.mul_(0.5)
+        ref.load_state_dict(ours.state_dict())
+        assert_same(ours(x)[0:1], ref(x)[0:1])
+    optimizer = torch.optim.SGD(ours.parameters(), lr=0.1)
+    ours(x)[0].sum().backward()
+    optimizer.step()
+    ref.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert_same(ours(x)[0:1], ref(x)[0:1])
+        assert ours.float()(x.float())[0].dtype == torch.float32

@@ -61,6 +61,14 @@ def _forward(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: Ten
              training: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(outputs, h_T, c_T, gates, cell_states); gates and cell_states are empty ([0]) when
     ``training`` is False (nothing is saved for backward)."""
+    return _forward_cpu(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                        recurrent_dropout_mask, time_major, training)
+
+
+def _forward_cpu(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                 recurrent_dropout_mask, time_major, training):
+    """The CPU kernel of resetlstm::forward, also called directly (without the dispatcher's
+    ~0.1 ms) by eager inference calls on CPU tensors."""
     results = _native.forward(
         _np(inputs), _np(kernel), _np(recurrent_kernel), _np(bias), resets=_np(resets),
         mask=_np(mask), h0=_np(h0), c0=_np(c0), time_major=time_major, training=training,
@@ -277,8 +285,11 @@ def reset_lstm(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: T
         floats = [None if t is None else t.float() for t in floats]
         drop = None if drop is None else drop.float()
     x, k, rk, b, h0, c0 = floats
-    outputs, h, c, _, _ = _forward(x, k, rk, b, resets, mask, h0, c0, drop, bool(time_major),
-                                   training)
+    args = (x, k, rk, b, resets, mask, h0, c0, drop, bool(time_major), training)
+    if not training and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        outputs, h, c, _, _ = _forward_cpu(*args)  # eager inference: no autograd, no tracing
+    else:
+        outputs, h, c, _, _ = _forward(*args)
     if widen:
         outputs, h, c = outputs.to(dtype), h.to(dtype), c.to(dtype)
     return outputs, h, c
