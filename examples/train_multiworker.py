@@ -1,5 +1,5 @@
 """Multi-worker training of a stateful ResetLSTM on packed document streams
-(README "Training on several machines").
+(docs/keras.md, "Training on several machines").
 
 Start one process per worker, each with the same cluster and its own index in TF_CONFIG:
 

@@ -1,6 +1,6 @@
 """Multi-worker training: two worker processes on this machine (tf.distribute
-MultiWorkerMirroredStrategy over 127.0.0.1, CPU) run examples/train_multiworker.py (the README's
-recipe) on a stateful ResetLSTM model over packed document streams, each worker feeding its own
+MultiWorkerMirroredStrategy over 127.0.0.1, CPU) run examples/train_multiworker.py (the recipe of
+docs/keras.md) on a stateful ResetLSTM model over packed document streams, each worker feeding its own
 streams (PackedDocuments.distribute), and must end with the weights, and per-stream states, of one
 process training on the global batch with ``model.fit``.
 

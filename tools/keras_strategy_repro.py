@@ -1,5 +1,5 @@
 """Minimal reproductions, with Keras and TensorFlow only (no resetlstm), of the two Keras 3 `fit`
-limitations under tf.distribute that README "Training on several machines" works around:
+limitations under tf.distribute that docs/keras.md "Training on several machines" works around:
 
 1. MirroredStrategy (2 logical CPUs): `fit` on a model with a bool input fails with
    "Value for attr 'T' of bool is not in the list of allowed values ... AddN". Before the first
