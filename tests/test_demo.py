@@ -84,3 +84,21 @@ def test_serve_demo_arguments():
         serve_demo.parse_args(["--slots", "0"])
     with pytest.raises(SystemExit):
         serve_demo.parse_args(["--min-len", "50", "--max-len", "10"])
+
+
+def test_demo_without_tensorflow_says_what_to_install():
+    import os
+    import subprocess
+    import sys
+
+    import resetlstm
+
+    code = ("import sys, runpy\n"
+            "sys.modules['tensorflow'] = sys.modules['keras'] = None  # as if not installed\n"
+            "sys.argv = ['resetlstm', '--quick']\n"
+            "runpy.run_module('resetlstm', run_name='__main__')\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(resetlstm.__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert 'pip install "resetlstm[tensorflow]"' in proc.stderr, proc.stderr
