@@ -4,7 +4,6 @@
 // small closure per helper per hand-off, as TF's pool does for the TF op.
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -35,32 +34,25 @@ class XlaTaskRunner final : public cpu::TaskRunner {
 };
 
 ffi::Error Forward(ffi::ThreadPool& pool, ForwardCall call) {
-  return WithStorageType</*kHalf=*/false>(
-      call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
-        using T = decltype(tag);
-        cpu::ForwardArgs<T> args;
-        std::string error = DecodeForward(call.in, call.out, call.flags, call.training, &args);
-        if (!error.empty()) return Invalid(error);
-        T* workspace = Workspace<T>(
-            call.out.workspace, cpu::forward_workspace_size<T>(args.dims, call.training), &error);
-        if (!workspace) return Invalid(error);
-        cpu::forward<T>(XlaTaskRunner(pool), args, workspace);
+  return Run</*kHalf=*/false, cpu::ForwardArgs>(
+      call,
+      [&](auto tag, const cpu::Dims& d) {
+        return cpu::forward_workspace_size<decltype(tag)>(d, call.training);
+      },
+      [&](const auto& args, auto* workspace) {
+        cpu::forward(XlaTaskRunner(pool), args, workspace);
         return ffi::Error::Success();
       });
 }
 
 ffi::Error Backward(ffi::ThreadPool& pool, BackwardCall call) {
-  return WithStorageType</*kHalf=*/false>(
-      call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
-        using T = decltype(tag);
-        cpu::BackwardArgs<T> args;
-        std::string error = DecodeBackward(call.in, call.out, call.flags, &args);
-        if (!error.empty()) return Invalid(error);
-        T* workspace = Workspace<T>(
-            call.out.workspace,
-            cpu::backward_workspace_size<T>(args.dims, call.flags.has_mask), &error);
-        if (!workspace) return Invalid(error);
-        cpu::backward<T>(XlaTaskRunner(pool), args, workspace);
+  return Run</*kHalf=*/false, cpu::BackwardArgs>(
+      call,
+      [&](auto tag, const cpu::Dims& d) {
+        return cpu::backward_workspace_size<decltype(tag)>(d, call.flags.has_mask);
+      },
+      [&](const auto& args, auto* workspace) {
+        cpu::backward(XlaTaskRunner(pool), args, workspace);
         return ffi::Error::Success();
       });
 }
@@ -83,17 +75,11 @@ XLA_FFI_Handler* cpu_backward_handler() { return kBackward; }
 
 int64_t cpu_workspace_bytes(Direction direction, const char* dtype, const cpu::Dims& dims,
                             bool flag) {
-  auto bytes = [&](auto tag) {
+  return WorkspaceBytes</*kHalf=*/false>(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int64_t elements = direction == Direction::kForward
-                                 ? cpu::forward_workspace_size<T>(dims, flag)
-                                 : cpu::backward_workspace_size<T>(dims, flag);
-    return elements * static_cast<int64_t>(sizeof(T)) + kWorkspaceAlign;
-  };
-  if (std::strcmp(dtype, "float32") == 0) return bytes(float{});
-  if (std::strcmp(dtype, "float64") == 0) return bytes(double{});
-  if (std::strcmp(dtype, "bfloat16") == 0) return bytes(cpu::bf16{});
-  return -1;
+    return direction == Direction::kForward ? cpu::forward_workspace_size<T>(dims, flag)
+                                            : cpu::backward_workspace_size<T>(dims, flag);
+  });
 }
 
 }  // namespace jaxffi

@@ -6,7 +6,6 @@
 // Compiled and linked on the CPU-only development machine; never executed there (no GPU). Its
 // host-side checks are the CPU handlers' (shared code), which the CPU tests run.
 #include <cstdint>
-#include <cstring>
 #include <string>
 
 #include "ffi_handlers.h"
@@ -32,33 +31,24 @@ cuda::LaunchOptions Options(void* stream, int32_t device, bool allow_tf32) {
 }
 
 ffi::Error Forward(const cuda::LaunchOptions& options, ForwardCall call) {
-  return WithStorageType</*kHalf=*/true>(
-      call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
-        using T = decltype(tag);
-        cpu::ForwardArgs<T> args;
-        std::string error = DecodeForward(call.in, call.out, call.flags, call.training, &args);
-        if (!error.empty()) return Invalid(error);
-        T* workspace = Workspace<T>(
-            call.out.workspace, cuda::forward_workspace_size<T>(args.dims, call.training),
-            &error);
-        if (!workspace) return Invalid(error);
-        return Report(cuda::forward<T>(args, workspace, options), "reset_lstm (CUDA)");
+  return Run</*kHalf=*/true, cpu::ForwardArgs>(
+      call,
+      [&](auto tag, const cpu::Dims& d) {
+        return cuda::forward_workspace_size<decltype(tag)>(d, call.training);
+      },
+      [&](const auto& args, auto* workspace) {
+        return Report(cuda::forward(args, workspace, options), "reset_lstm (CUDA)");
       });
 }
 
 ffi::Error Backward(const cuda::LaunchOptions& options, BackwardCall call) {
-  return WithStorageType</*kHalf=*/true>(
-      call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
-        using T = decltype(tag);
-        cpu::BackwardArgs<T> args;
-        std::string error = DecodeBackward(call.in, call.out, call.flags, &args);
-        if (!error.empty()) return Invalid(error);
-        T* workspace = Workspace<T>(
-            call.out.workspace,
-            cuda::backward_workspace_size<T>(args.dims, call.flags.has_mask), &error);
-        if (!workspace) return Invalid(error);
-        return Report(cuda::backward<T>(args, workspace, options),
-                      "reset_lstm gradient (CUDA)");
+  return Run</*kHalf=*/true, cpu::BackwardArgs>(
+      call,
+      [&](auto tag, const cpu::Dims& d) {
+        return cuda::backward_workspace_size<decltype(tag)>(d, call.flags.has_mask);
+      },
+      [&](const auto& args, auto* workspace) {
+        return Report(cuda::backward(args, workspace, options), "reset_lstm gradient (CUDA)");
       });
 }
 
@@ -92,18 +82,11 @@ XLA_FFI_Handler* cuda_backward_handler() { return kBackward; }
 
 int64_t cuda_workspace_bytes(Direction direction, const char* dtype, const cpu::Dims& dims,
                              bool flag) {
-  auto bytes = [&](auto tag) {
+  return WorkspaceBytes</*kHalf=*/true>(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int64_t elements = direction == Direction::kForward
-                                 ? cuda::forward_workspace_size<T>(dims, flag)
-                                 : cuda::backward_workspace_size<T>(dims, flag);
-    return elements * static_cast<int64_t>(sizeof(T)) + kWorkspaceAlign;
-  };
-  if (std::strcmp(dtype, "float32") == 0) return bytes(float{});
-  if (std::strcmp(dtype, "float64") == 0) return bytes(double{});
-  if (std::strcmp(dtype, "bfloat16") == 0) return bytes(cpu::bf16{});
-  if (std::strcmp(dtype, "float16") == 0) return bytes(cpu::f16{});
-  return -1;
+    return direction == Direction::kForward ? cuda::forward_workspace_size<T>(dims, flag)
+                                            : cuda::backward_workspace_size<T>(dims, flag);
+  });
 }
 
 }  // namespace jaxffi

@@ -390,5 +390,49 @@ inline BackwardCall MakeBackwardCall(ffi::AnyBuffer inputs, ffi::AnyBuffer kerne
           {time_major, has_resets, has_mask, has_state, has_dropout}};
 }
 
+template <typename T>
+std::string Decode(ForwardCall& call, cpu::ForwardArgs<T>* args) {
+  return DecodeForward(call.in, call.out, call.flags, call.training, args);
+}
+template <typename T>
+std::string Decode(BackwardCall& call, cpu::BackwardArgs<T>* args) {
+  return DecodeBackward(call.in, call.out, call.flags, args);
+}
+
+// Validates a call (ForwardCall with Args = cpu::ForwardArgs, or BackwardCall with
+// cpu::BackwardArgs), then returns launch(args, workspace) with the kernels' storage type T
+// (workspace: elements(T{}, dims) elements of T). kHalf: float16 has kernels here.
+template <bool kHalf, template <typename> class Args, typename Call, typename Elements,
+          typename Launch>
+ffi::Error Run(Call& call, Elements&& elements, Launch&& launch) {
+  return WithStorageType<kHalf>(call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
+    using T = decltype(tag);
+    Args<T> args;
+    std::string error = Decode(call, &args);
+    if (!error.empty()) return Invalid(error);
+    T* workspace = Workspace<T>(call.out.workspace, elements(tag, args.dims), &error);
+    if (!workspace) return Invalid(error);
+    return launch(args, workspace);
+  });
+}
+
+// Bytes of the workspace result for the kernel storage type named `dtype` ("float32",
+// "float64", "bfloat16"; "float16" when kHalf): elements(T{}) elements of T plus the alignment
+// slack; -1 for a dtype without kernels here.
+template <bool kHalf, typename Elements>
+int64_t WorkspaceBytes(const char* dtype, Elements&& elements) {
+  auto bytes = [&](auto tag) {
+    return elements(tag) * static_cast<int64_t>(sizeof(tag)) + kWorkspaceAlign;
+  };
+  const std::string name(dtype);
+  if (name == "float32") return bytes(float{});
+  if (name == "float64") return bytes(double{});
+  if (name == "bfloat16") return bytes(cpu::bf16{});
+  if constexpr (kHalf) {
+    if (name == "float16") return bytes(cpu::f16{});
+  }
+  return -1;
+}
+
 }  // namespace jaxffi
 }  // namespace resetlstm
