@@ -358,8 +358,8 @@ def main(argv=None):
     for B in args.sweep[1]:
         p = run_shape(args, B, T, I, H, variants, checks_on=False)
         res["sweep"]["points"].append(p)
-        log(f"  sweep B={B}: resetlstm {common.fmt_ms(p['results'][BASELINE]['fwdbwd']['median_ms'])}"
-            " ms fwd+bwd")
+        ms = p["results"][BASELINE]["fwdbwd"]["median_ms"]
+        log(f"  sweep B={B}: resetlstm {common.fmt_ms(ms)} ms fwd+bwd")
         save()
     base = save()
     log("\n" + markdown(res))

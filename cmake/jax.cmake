@@ -6,7 +6,8 @@
 
 execute_process(
   COMMAND "${Python_EXECUTABLE}" -c
-    "import importlib.util, os; s = importlib.util.find_spec('jaxlib'); print(os.path.join(os.path.dirname(s.origin), 'include') if s and s.origin else '')"
+    "import importlib.util, os; s = importlib.util.find_spec('jaxlib'); \
+print(os.path.join(os.path.dirname(s.origin), 'include') if s and s.origin else '')"
   OUTPUT_VARIABLE RLSTM_JAX_INCLUDE OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
 if(RLSTM_JAX_INCLUDE AND EXISTS "${RLSTM_JAX_INCLUDE}/xla/ffi/api/ffi.h")
   set(RLSTM_WITH_JAX ON)

@@ -26,7 +26,8 @@ WITHOUT_TF = BLOCK.format(blocked=("tensorflow", "keras")) + textwrap.dedent(
     import numpy as np, jax, jax.numpy as jnp
     import resetlstm.jax as rj
     x = np.ones((2, 3, 4), np.float32)
-    k, r, b = np.full((4, 8), 0.1, np.float32), np.full((2, 8), 0.1, np.float32), np.zeros(8, np.float32)
+    k, r = np.full((4, 8), 0.1, np.float32), np.full((2, 8), 0.1, np.float32)
+    b = np.zeros(8, np.float32)
     resets = np.array([[0, 1, 0], [0, 0, 1]], bool)
     y, h, c = rj.reset_lstm(x, k, r, b, resets=resets)
     g = jax.grad(lambda x: jnp.sum(rj.reset_lstm(x, k, r, b, resets=resets)[0]))(x)

@@ -110,7 +110,8 @@ inline std::string CheckResults(
     std::initializer_list<std::pair<Named, std::vector<int64_t>>> results) {
   for (const auto& [r, want] : results) {
     const auto dims = r.buffer->dimensions();
-    if (r.buffer->element_type() != dtype || std::vector<int64_t>(dims.begin(), dims.end()) != want) {
+    const std::vector<int64_t> got(dims.begin(), dims.end());
+    if (r.buffer->element_type() != dtype || got != want) {
       Shape w;
       w.rank = static_cast<int>(want.size());
       w.dims = want;
@@ -167,7 +168,8 @@ inline std::string CheckArguments(const ffi::AnyBuffer& inputs, const ffi::AnyBu
            {&c0, "initial_state[1] (c)", f.has_state},
            {&dropout, "recurrent_dropout_mask", f.has_dropout}});
   if (!error.empty()) return error;
-  for (const Named& flag : {Named{&resets, "resets", f.has_resets}, Named{&mask, "mask", f.has_mask}})
+  for (const Named& flag :
+       {Named{&resets, "resets", f.has_resets}, Named{&mask, "mask", f.has_mask}})
     if (flag.present && flag.buffer->element_type() != ffi::DataType::PRED)
       return std::string("`") + flag.name + "` must be bool, got " +
              DtypeName(flag.buffer->element_type());
@@ -208,11 +210,13 @@ std::string DecodeForward(const ForwardBuffers& in, ForwardResults& out, const F
   if (!error.empty()) return error;
   const ffi::DataType dt = in.inputs.element_type();
   const std::vector<int64_t> bh{d.B, d.H}, none{0};
+  const std::vector<int64_t> gates = training ? SequenceDims(d, 4 * d.H) : none;
+  const std::vector<int64_t> cells = training ? SequenceDims(d, d.H) : none;
   error = CheckResults(dt, {{{&*out.outputs, "outputs", true}, SequenceDims(d, d.H)},
                             {{&*out.h, "h", true}, bh},
                             {{&*out.c, "c", true}, bh},
-                            {{&*out.gates, "gates", true}, training ? SequenceDims(d, 4 * d.H) : none},
-                            {{&*out.cells, "cells", true}, training ? SequenceDims(d, d.H) : none}});
+                            {{&*out.gates, "gates", true}, gates},
+                            {{&*out.cells, "cells", true}, cells}});
   if (!error.empty()) return error;
   args->dims = d;
   args->inputs = Data<T>(in.inputs);
@@ -255,7 +259,8 @@ std::string DecodeBackward(const BackwardBuffers& in, BackwardResults& out, cons
   const std::vector<int64_t> bh{d.B, d.H};
   error = CheckResults(dt, {{{&*out.d_inputs, "d_inputs", true}, SequenceDims(d, d.I)},
                             {{&*out.d_kernel, "d_kernel", true}, {d.I, 4 * d.H}},
-                            {{&*out.d_recurrent_kernel, "d_recurrent_kernel", true}, {d.H, 4 * d.H}},
+                            {{&*out.d_recurrent_kernel, "d_recurrent_kernel", true},
+                             {d.H, 4 * d.H}},
                             {{&*out.d_bias, "d_bias", true}, {4 * d.H}},
                             {{&*out.d_h0, "d_h0", true}, bh},
                             {{&*out.d_c0, "d_c0", true}, bh}});

@@ -119,5 +119,7 @@ def _primitive(name, abstract, takes_training: bool):
 
 forward_p = _primitive("resetlstm_forward", _forward_abstract, takes_training=True)
 backward_p = _primitive("resetlstm_backward", _backward_abstract, takes_training=False)
-forward_kernel_p = _primitive("resetlstm_forward_kernel", _forward_abstract, takes_training=True)
-backward_kernel_p = _primitive("resetlstm_backward_kernel", _backward_abstract, takes_training=False)
+forward_kernel_p = _primitive("resetlstm_forward_kernel", _forward_abstract,
+                              takes_training=True)
+backward_kernel_p = _primitive("resetlstm_backward_kernel", _backward_abstract,
+                               takes_training=False)
