@@ -1,0 +1,12 @@
+"""resetlstm on JAX: the fused reset-LSTM as XLA FFI custom calls (no TensorFlow needed).
+
+    import resetlstm.jax as rj
+    outputs, h, c = rj.reset_lstm(inputs, kernel, recurrent_kernel, bias, resets=None,
+                                  mask=None, initial_state=None,
+                                  recurrent_dropout_mask=None, time_major=False)
+
+Flax: ``resetlstm.jax.linen.ResetLSTM`` (see docs/jax.md).
+"""
+from resetlstm.jax._op import reset_lstm
+
+__all__ = ["reset_lstm"]
