@@ -29,6 +29,7 @@
 
 #include "cpu_gemm_impl.h"
 #include "cpu_numeric.h"
+#include "cpu_vector.h"
 #include "lstm_cell.h"
 #include "lstm_cpu.h"
 #include "static_switch.h"
@@ -209,8 +210,31 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
     // For float training the gates overwrite z in place (same index, read first).
     T* g = kTraining ? a.gates + r * 4 * H : nullptr;
     T* cells = kTraining ? a.cells + r * H : nullptr;
+    int64_t j = j0;
+    if constexpr (std::is_same_v<A, float>) {  // whole vectors, then the scalar loop below
+      constexpr int L = kFloatLanes;
+      for (; j + L <= j1; j += L) {
+        VecF gi, gf, gg, go, cn, hn;
+        cell_forward<VecF, VecActivations>(
+            vload(z + j) + vload(zr + j) + vload(bias + j),
+            vload(z + H + j) + vload(zr + H + j) + vload(bias + H + j),
+            vload(z + 2 * H + j) + vload(zr + 2 * H + j) + vload(bias + 2 * H + j),
+            vload(z + 3 * H + j) + vload(zr + 3 * H + j) + vload(bias + 3 * H + j), vload(c + j),
+            &gi, &gf, &gg, &go, &cn, &hn);
+        if (kTraining) {
+          vstore(g + j, gi);
+          vstore(g + H + j, gf);
+          vstore(g + 2 * H + j, gg);
+          vstore(g + 3 * H + j, go);
+          vstore(cells + j, cn);
+        }
+        vstore(y + j, hn);
+        vstore(h + j, hn);
+        vstore(c + j, cn);
+      }
+    }
 #pragma GCC ivdep
-    for (int64_t j = j0; j < j1; ++j) {
+    for (; j < j1; ++j) {
       A gi, gf, gg, go, cn, hn;
       cell_forward(z[j] + zr[j] + to_acc(bias[j]), z[H + j] + zr[H + j] + to_acc(bias[H + j]),
                    z[2 * H + j] + zr[2 * H + j] + to_acc(bias[2 * H + j]),
@@ -582,8 +606,30 @@ inline void backward_row_step(const BackwardPlan<T>& a, const RowIndex& row, int
     if (reset_next) std::fill(dhb + j0, dhb + j1, A(0));  // kept out of the loop: see forward
     // Two instantiations rather than a select on c_prev in the loop, so both vectorize.
     auto cell_loop = [&](auto has_c_in) {
+      int64_t j = j0;
+      if constexpr (std::is_same_v<A, float>) {  // whole vectors, then the scalar loop below
+        constexpr int L = kFloatLanes;
+        for (; j + L <= j1; j += L) {
+          VecF dh_t = vload(dhb + j);
+          if (kHasDy) dh_t += vload(dy + j);
+          if (kHasMask) dh_t += vload(dyc + j);
+          const VecF c_in = has_c_in ? vload(c_prev + j) : VecF{};
+          VecF dz_i, dz_f, dz_c, dz_o, dc_in;
+          cell_backward<VecF, VecActivations>(vload(g + j), vload(g + H + j),
+                                              vload(g + 2 * H + j), vload(g + 3 * H + j), c_in,
+                                              vload(cell + j), dh_t, vload(dcb + j), &dz_i,
+                                              &dz_f, &dz_c, &dz_o, &dc_in);
+          vstore(dz + j, dz_i);
+          vstore(dz + H + j, dz_f);
+          vstore(dz + 2 * H + j, dz_c);
+          vstore(dz + 3 * H + j, dz_o);
+          vstore(dcb + j, dc_in);
+          vstore(dhb + j, VecF{});  // the GEMM accumulates dz @ R^T here next
+          if (kHasMask) vstore(dyc + j, VecF{});
+        }
+      }
 #pragma GCC ivdep
-      for (int64_t j = j0; j < j1; ++j) {
+      for (; j < j1; ++j) {
         A dh_t = dhb[j];
         if (kHasDy) dh_t += to_acc(dy[j]);
         if (kHasMask) dh_t += dyc[j];
