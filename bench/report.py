@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import fmt_ms, microarchitecture, shape_str  # noqa: E402
+import isa_cap  # noqa: E402
 
 MODES = (("fwd", "fwd"), ("fwdbwd", "fwd+bwd"))
 
@@ -216,6 +217,8 @@ def markdown(res):
     out = [f"# resetlstm benchmark — {res['name']}", ""]
     if res.get("quick"):
         out += ["**--quick smoke run: tiny shapes, 1-2 reps; the numbers mean nothing.**", ""]
+    if res.get("isa_cap"):
+        out += [isa_cap.describe(res["isa_cap"]), ""]
     out += [
         f"- machine: {cpu.get('model')}"
         + (f" ({cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model_number')}"
@@ -341,7 +344,8 @@ def plot(res, path):
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"LSTM throughput vs batch size, float32, {res['settings']['threads']} threads — "
-                 f"{res['machine']['cpu'].get('model')}" + ("  [--quick: meaningless]" if res.get("quick") else ""),
+                 f"{res['machine']['cpu'].get('model')}" + ("  [--quick: meaningless]" if res.get("quick") else "")
+                 + (f"  [capped to {res['isa_cap']['isa'].upper()}]" if res.get("isa_cap") else ""),
                  fontsize=10)
     rows = -(-len(handles) // ncol) if handles else 0
     fig.tight_layout(rect=(0, 0.035 * rows + 0.01, 1, 1))
