@@ -157,18 +157,21 @@ inline void store_tile(V (&acc)[MR][NV], Acc* __restrict c, int64_t ldc, bool ac
   }
 }
 
-// C[m<=MR, n<=NR] (+)= A[m x kc] * b_panel[kc x NR], accumulators in registers. Group g (KP
-// consecutive k) of row i of A is at a + i * a_rs + g * a_gs: a packed panel (a_rs = KP,
-// a_gs = KP * MR) or rows read in place (a_rs = lda, a_gs = KP; rows past m repeat row m - 1
-// and are not stored). A packed panel has kc rounded up to whole groups; rows read in place may
-// end in a partial group (bf16, odd kc), which is read element by element.
-template <typename T>
+// C[M, n<=NR] (+)= A[M x kc] * b_panel[kc x NR], M <= MR rows, accumulators in registers.
+// Group g (KP consecutive k) of row i of A is at a + i * a_rs + g * a_gs: a packed panel
+// (a_rs = KP, a_gs = KP * MR) or rows read in place (a_rs = lda, a_gs = KP). A packed panel has
+// kc rounded up to whole groups; rows read in place may end in a partial group (bf16, odd kc),
+// which is read element by element. M is a template parameter so that a tile of fewer rows
+// costs its own rows' FMAs, not MR rows' (AVX2: MR = 6, and 8-row slabs were a 6-row tile and
+// a 2-row one computed as 6).
+template <typename T, int M>
 void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
                   const T* __restrict b, acc_t<T>* __restrict c, int64_t ldc, bool accumulate,
-                  int m, int n) {
+                  int n) {
   using Bk = Blocking<T>;
   using V = typename Bk::V;
-  constexpr int MR = Bk::MR, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
+  constexpr int MR = M, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
+  static_assert(M >= 1 && M <= Bk::MR, "M rows of at most MR");
   V acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
@@ -176,7 +179,7 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
     for (int v = 0; v < NV; ++v) acc[i][v] = V{};
   const T* rows[MR];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) rows[i] = a + std::min(i, m - 1) * a_rs;
+  for (int i = 0; i < MR; ++i) rows[i] = a + i * a_rs;
   if constexpr (Bk::KP == 1) {
     for (int64_t k = 0; k < kc; ++k) {
       V bv[NV];
@@ -246,7 +249,17 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
 #endif
     }
   }
-  store_tile<acc_t<T>, V, MR, NV>(acc, c, ldc, accumulate, m, n);
+  store_tile<acc_t<T>, V, MR, NV>(acc, c, ldc, accumulate, MR, n);
+}
+
+// micro_kernel<T, m> for a run-time m in [1, M].
+template <typename T, int M = Blocking<T>::MR>
+inline void micro_kernel_rows(int m, int64_t kc, const T* a, int64_t a_rs, int64_t a_gs,
+                              const T* b, acc_t<T>* c, int64_t ldc, bool accumulate, int n) {
+  if constexpr (M > 1)
+    if (m < M)
+      return micro_kernel_rows<T, M - 1>(m, kc, a, a_rs, a_gs, b, c, ldc, accumulate, n);
+  micro_kernel<T, M>(kc, a, a_rs, a_gs, b, c, ldc, accumulate, n);
 }
 
 // C[m, n] (+)= A block [m x kc] * packed B block [kc x n]. A is packed (lda = 0) or read in
@@ -256,16 +269,23 @@ void macro_kernel(int64_t m, int64_t n, int64_t kc, const T* a, int64_t lda, con
                   acc_t<T>* c, int64_t ldc, bool accumulate) {
   constexpr int MR = Blocking<T>::MR, NR = Blocking<T>::NR, KP = Blocking<T>::KP;
   const int64_t kcp = round_up(kc, KP);
+  // Rows read in place are cut into tiles as even as possible (8 rows with MR = 6: 4 + 4, not
+  // 6 + 2); packed A comes in MR-row panels.
+  const int64_t tiles = ceil_div(m, MR);
   for (int64_t q = 0; q < n; q += NR) {  // one B micro-panel stays in L1 across all A panels
     const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
-    for (int64_t p = 0; p < m; p += MR) {
-      const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
-      if (lda == 0)
-        micro_kernel(kcp, a + p * kcp, KP, KP * MR, b_packed + q * kcp, c + p * ldc + q, ldc,
-                     accumulate, rows, cols);
-      else
-        micro_kernel(kc, a + p * lda, lda, KP, b_packed + q * kcp, c + p * ldc + q, ldc,
-                     accumulate, rows, cols);
+    for (int64_t p = 0, tile = 0; p < m; ++tile) {
+      if (lda == 0) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
+        micro_kernel_rows<T>(rows, kcp, a + p * kcp, KP, KP * MR, b_packed + q * kcp,
+                             c + p * ldc + q, ldc, accumulate, cols);
+        p += rows;
+      } else {
+        const int rows = static_cast<int>(ceil_div(m - p, tiles - tile));
+        micro_kernel_rows<T>(rows, kc, a + p * lda, lda, KP, b_packed + q * kcp,
+                             c + p * ldc + q, ldc, accumulate, cols);
+        p += rows;
+      }
     }
   }
 }
