@@ -13,6 +13,7 @@
 #include <cstring>
 #include <new>
 
+#include "cpu_caches.h"
 #include "cpu_numeric.h"
 #include "cpu_parallel.h"
 #if defined(__AVX512BF16__)
@@ -43,11 +44,25 @@ struct Blocking {
   static constexpr int kNV = 2;                     // vectors per micro-tile row
   static constexpr int NR = kNV * kLanes;           // micro-tile columns
   static constexpr int MR = RLSTM_VECTOR_BYTES == 64 ? 8 : 6;  // micro-tile rows
-  static constexpr int KC = 32768 / (NR * sizeof(T));  // B micro-panel 32 KiB (measured best)
   static constexpr int MC = 16 * MR;                // rows of A packed at once (L2)
   using V = typename VecOf<Acc, RLSTM_VECTOR_BYTES>::type;
-  static_assert(KC % KP == 0, "KC must hold whole k groups");
 };
+
+// KC, the k extent of a packed B micro-panel (KC x NR), from this CPU's L1d (read at run time):
+// the panel stays in L1 while every MR-row tile of A streams past it. It takes the whole L1d
+// up to 32 KiB: 32 KiB measured best on Zen 5 (48 KiB L1d) when it was a constant; on Zen 4
+// (32 KiB L1d; kernel_bench, 2 threads, AVX2 and AVX-512) panels of 1/2 and 2/3 of L1d were
+// no faster than the whole of it (within the VM's +-10 %). A multiple of 8 (whole k groups for
+// bf16), at least 64.
+template <typename T>
+int64_t kc_block() {
+  static const int64_t kc = [] {
+    const int64_t panel = std::min<int64_t>(l1d_bytes(), int64_t{32} << 10);
+    const int64_t k = panel / (Blocking<T>::NR * static_cast<int64_t>(sizeof(T)));
+    return std::max<int64_t>(64, k / 8 * 8);
+  }();
+  return kc;
+}
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
@@ -181,6 +196,7 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) rows[i] = a + i * a_rs;
   if constexpr (Bk::KP == 1) {
+#pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {
       V bv[NV];
 #pragma GCC unroll 4
@@ -307,7 +323,8 @@ int64_t packed_b_size(int64_t K, int64_t N) {
 template <typename T>
 PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t ldb, int64_t K,
                        int64_t N, T* out) {
-  constexpr int KC = Blocking<T>::KC, NR = Blocking<T>::NR, KP = Blocking<T>::KP;
+  constexpr int NR = Blocking<T>::NR, KP = Blocking<T>::KP;
+  const int64_t KC = kc_block<T>();
   if (K <= 0 || N <= 0) return PackedB<T>{out, K, N};
   const int64_t n_pad = round_up(N, NR);
   const int64_t chunks = ceil_div(K, KC);
@@ -333,8 +350,9 @@ PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t
 template <typename T>
 void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B, acc_t<T>* C,
                         int64_t ldc, bool accumulate, int64_t j0 = 0, int64_t n = -1) {
-  constexpr int KC = Blocking<T>::KC, MC = Blocking<T>::MC, NR = Blocking<T>::NR;
+  constexpr int MC = Blocking<T>::MC, NR = Blocking<T>::NR;
   constexpr int KP = Blocking<T>::KP;
+  const int64_t KC = kc_block<T>();
   const int64_t K = B.K, n_pad = round_up(B.N, NR);
   const int64_t N = n < 0 ? B.N - j0 : n;
   if (M <= 0 || N <= 0) return;
@@ -364,7 +382,8 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
           const T* A, int64_t lda, const T* B, int64_t ldb, acc_t<T>* C, int64_t ldc,
           bool accumulate) {
   using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
+  constexpr int MR = Bk::MR, NR = Bk::NR;
+  const int64_t KC = kc_block<T>();
   if (M <= 0 || N <= 0) return;
   // Tile C into blocks: enough to keep every thread busy, split so that packing costs least
   // (every row block packs all of B, every column block all of A).
@@ -431,7 +450,8 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
                   acc_t<T>* partials) {
   using Acc = acc_t<T>;
   using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC, KP = Bk::KP;
+  constexpr int MR = Bk::MR, NR = Bk::NR, KP = Bk::KP;
+  const int64_t KC = kc_block<T>();
   const int64_t M = M1 + M2;
   if (N <= 0 || M <= 0) return;
   if (K == 0) {
