@@ -1,6 +1,7 @@
 """Markdown table and PNG plot from the benchmark's JSON (bench/run.py writes all three).
 
     python bench/report.py bench/results/cpu-amd-epyc-2c.json    # re-render .md and .png from a JSON
+    python bench/report.py --merge OUT.json PART1.json PART2.json # one result from part runs
 """
 from __future__ import annotations
 
@@ -353,9 +354,43 @@ def plot(res, path):
     plt.close(fig)
 
 
+def merge(parts):
+    """One result from the JSONs of several runs of the same build on the same machine, each an
+    exclusive run of one part (`--shapes ... --sweep-batches '' ...`): main-table shapes, sweep
+    series and bfloat16 shapes are taken from whichever part ran them (a later part's entry
+    replaces an earlier one's), settings and versions from the first; notes list every part."""
+    res = json.loads(json.dumps(parts[0]))
+    res["shapes"], res["sweep"], res["bf16"] = [], [], []
+    for part in parts:
+        if part.get("isa_cap") != parts[0].get("isa_cap") or \
+                part["machine"]["cpu"] != parts[0]["machine"]["cpu"]:
+            raise ValueError(f"{part['name']}: another machine or ISA cap than {parts[0]['name']}")
+        for key in ("shapes", "bf16"):
+            for sh in part[key]:
+                res[key] = [x for x in res[key] if [x[k] for k in "BTIH"] != [sh[k] for k in "BTIH"]]
+                res[key].append(sh)
+        for sw in part["sweep"]:
+            res["sweep"] = [x for x in res["sweep"] if x["id"] != sw["id"]] + [sw]
+    res["total_s"] = sum(p.get("total_s", 0) for p in parts)
+    res["command"] = " + ".join(p["command"] for p in parts)
+    merged = (f"merged from {len(parts)} exclusive runs, one part each (started "
+              + ", ".join(p["started"] for p in parts) + ")")
+    res["notes"] = list(dict.fromkeys([merged] + [n for p in parts for n in p.get("notes", [])]))
+    return res
+
+
 def main():
-    path = sys.argv[1]
-    res = json.load(open(path))
+    """report.py RESULT.json: re-renders RESULT.md and .png. report.py --merge OUT.json A.json B.json ...:
+    merges part runs into OUT.json and renders it."""
+    if sys.argv[1] == "--merge":
+        path = sys.argv[2]
+        res = merge([json.load(open(p)) for p in sys.argv[3:]])
+        res["name"] = os.path.splitext(os.path.basename(path))[0]
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    else:
+        path = sys.argv[1]
+        res = json.load(open(path))
     base = os.path.splitext(path)[0]
     open(base + ".md", "w").write(markdown(res))
     plot(res, base + ".png")
