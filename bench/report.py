@@ -48,7 +48,8 @@ def shape_table(res, shape):
     B, T, I, H = (shape[k] for k in "BTIH")
     mm = shape.get("matmul", {})
     lim = shape.get("limit_ms", {})
-    lines = [f"### (B, T, I, H) = {shape_str(B, T, I, H)}", ""]
+    lines = [f"### (B, T, I, H) = {shape_str(B, T, I, H)}"
+             + (f", median of {shape['reps']} reps" if "reps" in shape else ""), ""]
     if mm:
         lines.append(f"matmul {mm['n']}×{mm['n']}×{mm['n']}: {mm['gflops']:.0f} GFLOP/s (median of "
                      f"{len(mm['times_ms'])}) → limit {fmt_ms(lim.get('fwd'))} ms fwd, "
@@ -177,7 +178,7 @@ def bf16_table(res, sh):
     variants = res.get("bf16_variants", {})
     B, T, I, H = (sh[k] for k in "BTIH")
     lines = [f"### bfloat16: (B, T, I, H) = {shape_str(B, T, I, H)}, median of "
-             f"{res['settings']['reps']} reps", "",
+             f"{sh.get('reps', res['settings']['reps'])} reps", "",
              "vs resetlstm fp32 = resetlstm float32's median time / the variant's (throughput relative to "
              "resetlstm float32, >1: faster); bf16 speedup = the same implementation's float32 time / its "
              "bfloat16 time.", "",
@@ -362,11 +363,13 @@ def merge(parts):
     res = json.loads(json.dumps(parts[0]))
     res["shapes"], res["sweep"], res["bf16"] = [], [], []
     for part in parts:
-        if part.get("isa_cap") != parts[0].get("isa_cap") or \
-                part["machine"]["cpu"] != parts[0]["machine"]["cpu"]:
+        same_cpu = all(part["machine"]["cpu"].get(k) == parts[0]["machine"]["cpu"].get(k)
+                       for k in ("vendor", "family", "model_number", "model", "flags_simd"))
+        if (part.get("isa_cap") or {}).get("isa") != (parts[0].get("isa_cap") or {}).get("isa") or not same_cpu:
             raise ValueError(f"{part['name']}: another machine or ISA cap than {parts[0]['name']}")
         for key in ("shapes", "bf16"):
             for sh in part[key]:
+                sh.setdefault("reps", part["settings"]["reps"])  # parts may differ in --reps
                 res[key] = [x for x in res[key] if [x[k] for k in "BTIH"] != [sh[k] for k in "BTIH"]]
                 res[key].append(sh)
         for sw in part["sweep"]:
