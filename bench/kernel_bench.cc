@@ -1,6 +1,8 @@
 // Times the framework-free CPU kernels alone (no TF, no Python), for profiling with perf or
-// callgrind:  kernel_bench B T I H [threads] [reps] [reset_fraction] [float|bf16]
-// (KB_TIME_MAJOR=1 in the environment: time-major layout)
+// callgrind:  kernel_bench [--isa avx2|avx512|avx512_bf16|generic] B T I H [threads] [reps]
+//             [reset_fraction] [float|bf16]
+// (KB_TIME_MAJOR=1 in the environment: time-major layout). --isa caps the kernels' instruction
+// set (RESETLSTM_ISA) and fails unless the kernels then run exactly that one.
 // Build: tools/dev-build && cmake --build build/dev --target kernel_bench
 #include <algorithm>
 #include <atomic>
@@ -158,10 +160,35 @@ int run(const resetlstm::cpu::Dims& d, int threads, int reps, double reset_fract
 
 int main(int argc, char** argv) {
   using namespace resetlstm::cpu;
+  const char* usage =
+      "usage: %s [--isa avx2|avx512|avx512_bf16|generic] B T I H [threads] [reps] "
+      "[reset_fraction] [float|bf16]\n";
+  std::string isa;
+  if (argc > 1 && std::strcmp(argv[1], "--isa") == 0) {
+    if (argc < 3) {
+      std::fprintf(stderr, usage, argv[0]);
+      return 2;
+    }
+    isa = argv[2];
+    // Read once, at the kernels' first dispatch, which has not happened yet.
+    setenv("RESETLSTM_ISA", isa.c_str(), 1);
+    argv += 2;
+    argc -= 2;
+  }
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s B T I H [threads] [reps] [reset_fraction] [float|bf16]\n",
-                 argv[0]);
+    std::fprintf(stderr, usage, argv[0]);
     return 2;
+  }
+  if (!isa.empty()) {
+    // avx512_bf16 selects the avx512 build with vdpbf16ps bf16 GEMMs.
+    const std::string got = std::string(selected_isa()) +
+                            (std::strcmp(bf16_gemm(), "avx512_bf16") == 0 ? "_bf16" : "");
+    const bool ok = isa == "avx512" ? std::strcmp(selected_isa(), "avx512") == 0 : got == isa;
+    if (!ok) {
+      std::fprintf(stderr, "--isa %s: the kernels run %s (bf16 GEMM %s) on this CPU\n",
+                   isa.c_str(), selected_isa(), bf16_gemm());
+      return 2;
+    }
   }
   Dims d;
   d.B = std::atol(argv[1]);

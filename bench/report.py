@@ -1,6 +1,7 @@
 """Markdown table and PNG plot from the benchmark's JSON (bench/run.py writes all three).
 
     python bench/report.py bench/results/cpu-amd-epyc-2c.json    # re-render .md and .png from a JSON
+    python bench/report.py --merge OUT.json PART1.json PART2.json # one result from part runs
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import fmt_ms, microarchitecture, shape_str  # noqa: E402
+import isa_cap  # noqa: E402
 
 MODES = (("fwd", "fwd"), ("fwdbwd", "fwd+bwd"))
 
@@ -46,7 +48,8 @@ def shape_table(res, shape):
     B, T, I, H = (shape[k] for k in "BTIH")
     mm = shape.get("matmul", {})
     lim = shape.get("limit_ms", {})
-    lines = [f"### (B, T, I, H) = {shape_str(B, T, I, H)}", ""]
+    lines = [f"### (B, T, I, H) = {shape_str(B, T, I, H)}"
+             + (f", median of {shape['reps']} reps" if "reps" in shape else ""), ""]
     if mm:
         lines.append(f"matmul {mm['n']}×{mm['n']}×{mm['n']}: {mm['gflops']:.0f} GFLOP/s (median of "
                      f"{len(mm['times_ms'])}) → limit {fmt_ms(lim.get('fwd'))} ms fwd, "
@@ -175,7 +178,7 @@ def bf16_table(res, sh):
     variants = res.get("bf16_variants", {})
     B, T, I, H = (sh[k] for k in "BTIH")
     lines = [f"### bfloat16: (B, T, I, H) = {shape_str(B, T, I, H)}, median of "
-             f"{res['settings']['reps']} reps", "",
+             f"{sh.get('reps', res['settings']['reps'])} reps", "",
              "vs resetlstm fp32 = resetlstm float32's median time / the variant's (throughput relative to "
              "resetlstm float32, >1: faster); bf16 speedup = the same implementation's float32 time / its "
              "bfloat16 time.", "",
@@ -216,6 +219,8 @@ def markdown(res):
     out = [f"# resetlstm benchmark — {res['name']}", ""]
     if res.get("quick"):
         out += ["**--quick smoke run: tiny shapes, 1-2 reps; the numbers mean nothing.**", ""]
+    if res.get("isa_cap"):
+        out += [isa_cap.describe(res["isa_cap"]), ""]
     out += [
         f"- machine: {cpu.get('model')}"
         + (f" ({cpu.get('vendor')} family {cpu.get('family')} model {cpu.get('model_number')}"
@@ -341,7 +346,8 @@ def plot(res, path):
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"LSTM throughput vs batch size, float32, {res['settings']['threads']} threads — "
-                 f"{res['machine']['cpu'].get('model')}" + ("  [--quick: meaningless]" if res.get("quick") else ""),
+                 f"{res['machine']['cpu'].get('model')}" + ("  [--quick: meaningless]" if res.get("quick") else "")
+                 + (f"  [capped to {res['isa_cap']['isa'].upper()}]" if res.get("isa_cap") else ""),
                  fontsize=10)
     rows = -(-len(handles) // ncol) if handles else 0
     fig.tight_layout(rect=(0, 0.035 * rows + 0.01, 1, 1))
@@ -349,9 +355,45 @@ def plot(res, path):
     plt.close(fig)
 
 
+def merge(parts):
+    """One result from the JSONs of several runs of the same build on the same machine, each an
+    exclusive run of one part (`--shapes ... --sweep-batches '' ...`): main-table shapes, sweep
+    series and bfloat16 shapes are taken from whichever part ran them (a later part's entry
+    replaces an earlier one's), settings and versions from the first; notes list every part."""
+    res = json.loads(json.dumps(parts[0]))
+    res["shapes"], res["sweep"], res["bf16"] = [], [], []
+    for part in parts:
+        same_cpu = all(part["machine"]["cpu"].get(k) == parts[0]["machine"]["cpu"].get(k)
+                       for k in ("vendor", "family", "model_number", "model", "flags_simd"))
+        if (part.get("isa_cap") or {}).get("isa") != (parts[0].get("isa_cap") or {}).get("isa") or not same_cpu:
+            raise ValueError(f"{part['name']}: another machine or ISA cap than {parts[0]['name']}")
+        for key in ("shapes", "bf16"):
+            for sh in part[key]:
+                sh.setdefault("reps", part["settings"]["reps"])  # parts may differ in --reps
+                res[key] = [x for x in res[key] if [x[k] for k in "BTIH"] != [sh[k] for k in "BTIH"]]
+                res[key].append(sh)
+        for sw in part["sweep"]:
+            res["sweep"] = [x for x in res["sweep"] if x["id"] != sw["id"]] + [sw]
+    res["total_s"] = sum(p.get("total_s", 0) for p in parts)
+    res["command"] = " + ".join(p["command"] for p in parts)
+    merged = (f"merged from {len(parts)} exclusive runs, one part each (started "
+              + ", ".join(p["started"] for p in parts) + ")")
+    res["notes"] = list(dict.fromkeys([merged] + [n for p in parts for n in p.get("notes", [])]))
+    return res
+
+
 def main():
-    path = sys.argv[1]
-    res = json.load(open(path))
+    """report.py RESULT.json: re-renders RESULT.md and .png. report.py --merge OUT.json A.json B.json ...:
+    merges part runs into OUT.json and renders it."""
+    if sys.argv[1] == "--merge":
+        path = sys.argv[2]
+        res = merge([json.load(open(p)) for p in sys.argv[3:]])
+        res["name"] = os.path.splitext(os.path.basename(path))[0]
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+    else:
+        path = sys.argv[1]
+        res = json.load(open(path))
     base = os.path.splitext(path)[0]
     open(base + ".md", "w").write(markdown(res))
     plot(res, base + ".png")

@@ -29,6 +29,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # a CPU benchmark
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+import isa_cap  # noqa: E402
 import report  # noqa: E402
 
 MAIN_SHAPES = [(64, 50, 128, 128), (256, 50, 256, 256), (1024, 20, 512, 512)]
@@ -163,6 +164,10 @@ def parse_args(argv=None):
     ap.add_argument("--bf16-shapes", default=None,
                     help="shapes of the bfloat16 section (default 256,50,256,256): 'B,T,I,H;...'; '' to skip it")
     ap.add_argument("--no-torch", action="store_true", help="skip torch.nn.LSTM")
+    ap.add_argument("--isa", choices=sorted(isa_cap.CAPS), default=None,
+                    help="cap every side to this instruction set (resetlstm, the oneDNN inside TensorFlow and "
+                         "torch, torch's own kernels), check that each cap took effect, and add "
+                         "'-<isa>-capped' to the file name: an AVX-512 CPU standing in for an AVX2 one")
     a = ap.parse_args(argv)
     for flag in ("reps", "warmup", "sweep_reps", "burst"):  # 0 or less would time nothing
         value = getattr(a, flag)
@@ -454,6 +459,10 @@ def run_bf16(args, env, B, T, I, H, reps):
         if name.startswith("resetlstm") and resetlstm is None:
             results[name] = {"status": f"unavailable: {env['resetlstm_error']}"}
             continue
+        if args.isa and name in isa_cap.UNSUPPORTED_UNDER_CAP:
+            results[name] = {"status": isa_cap.UNSUPPORTED_UNDER_CAP[name]}
+            log(f"  {name}: {results[name]['status']}")
+            continue
         entry = results[name] = {"status": "ok", "compile_s": {}}
         try:
             case = builders[name]()
@@ -538,6 +547,9 @@ def run_bf16(args, env, B, T, I, H, reps):
                     continue
                 env["torch_info"] = env["torch_info"] or {k: v for k, v in tres.items() if k != "cases"}
                 c = tres["cases"][0]["precisions"][BF16_TORCH[n]]
+                if c.get("status", "ok") != "ok":  # e.g. no bf16 LSTM in torch's oneDNN for this ISA
+                    results[n] = {"status": c["status"]}
+                    continue
                 entry = results[n] = {"status": "ok", "compile_s": c.get("warmup_s")}
                 for ch in c.get("checks", []):
                     info = bool(ch.get("informational"))
@@ -585,13 +597,24 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
+    if args.isa:  # before TensorFlow, torch (a subprocess) and resetlstm's kernels are loaded
+        log(f"capping every side to {args.isa}: {isa_cap.apply(args.isa)}")
     log(f"resetlstm bench: {'QUICK smoke run' if args.quick else 'full run'}; out dir {args.out}; "
         f"{args.threads} threads")
     tf, keras = import_tf(args.threads)
     resetlstm, build_info, rerr = import_resetlstm()
     tv = None if args.no_torch else torch_available()
     machine = common.machine_info()
-    name = args.name or (f"cpu-{common.host_kind(machine['cpu'], args.threads)}" + ("-quick" if args.quick else ""))
+    isa_evidence = None
+    if args.isa:
+        try:
+            isa_evidence = isa_cap.verify(args.isa, build_info, with_torch=tv is not None)
+        except RuntimeError as e:
+            log(f"ERROR: {e}")
+            return 2
+        log(isa_cap.describe(isa_evidence))
+    name = args.name or (f"cpu-{common.host_kind(machine['cpu'], args.threads)}"
+                         + (f"-{args.isa}-capped" if args.isa else "") + ("-quick" if args.quick else ""))
     log(f"  CPU {machine['cpu'].get('model')}, {machine['cores_available']} cores; TF {tf.__version__}, "
         f"keras {keras.__version__}, torch {tv or 'not available'}; resetlstm "
         f"{build_info if resetlstm else 'UNAVAILABLE: ' + str(rerr)}")
@@ -610,6 +633,7 @@ def main(argv=None):
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
                      "torch": tv, "resetlstm": getattr(resetlstm, "__version__", None)},
         "resetlstm_build_info": build_info,
+        "isa_cap": isa_evidence,  # None: nothing capped (the CPU's own best paths everywhere)
         "resetlstm_error": rerr,
         "settings": {"reps": args.reps, "warmup": args.warmup, "sweep_reps": args.sweep_reps,
                      "burst": args.burst,
@@ -668,11 +692,13 @@ def main(argv=None):
     log(f"wrote {base}.json {base}.md {base}.png in {res['total_s']:.0f} s")
     bad = [c for sh in res["shapes"] + res["bf16"] for c in sh["checks"]
            if not c["ok"] and not c.get("informational")]
-    # torch is compared when installed; its absence is reported in the table, not a failure.
+    # torch is compared when installed; its absence, or a precision it cannot run on this CPU, is
+    # reported in the table, not a failure.
     missing = [f"{v}@{common.shape_str(*(sh[k] for k in 'BTIH'))}: {e['status']}"
                for sh in res["shapes"] + res["bf16"] for v, e in sh["results"].items()
                if e.get("status") != "ok"
-               and not (v.startswith("torch") and str(e.get("status", "")).startswith("unavailable"))]
+               and not (v.startswith("torch") and str(e.get("status", "")).startswith("unavailable"))
+               and not str(e.get("status", "")).startswith("unsupported")]
     if bad or missing:
         log("PROBLEMS: " + "; ".join([f"check failed: {c['what']} @ {c['shape']}" for c in bad] + missing))
         return 1

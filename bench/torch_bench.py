@@ -9,7 +9,9 @@ spec.json: {"threads": N, "warmup": W, "reps": R, "burst": K, "cases": [{"key": 
 "bfloat16"; "bfloat16" runs the same module, parameters and inputs (float32) under
 torch.autocast("cpu", dtype=torch.bfloat16). With it, each precision's timings, warm-up times and
 checks are under result["cases"][i]["precisions"][name], and the (precision, mode) pairs are
-interleaved rep by rep with a rotating order. The bfloat16 check compares its forward with the float32
+interleaved rep by rep with a rotating order. A precision this CPU's torch cannot run (torch's autocast
+bfloat16 LSTM without AVX-512: "could not create a primitive descriptor") gets "status":
+"unsupported: ..." and no timings; the others are timed as usual. The bfloat16 check compares its forward with the float32
 forward of the same module (informational: bfloat16 is not expected to meet the float32 tolerance).
 
 Each case uses the same numpy data as the TF process (bench/common.make_data, same seed) and the same
@@ -144,36 +146,44 @@ def main():
             print(f"    [torch] {common.shape_str(B, T, I, H)}: {msg}", flush=True)
         else:
             fns = {p: make_fns(p == "bfloat16") for p in precisions}
-            res["precisions"] = {p: {"times_ms": {m: [] for m in case["modes"]}, "warmup_s": {}, "checks": []}
-                                 for p in precisions}
-            if case.get("check", False):
-                ref32 = make_fns(False)["fwd"]().float().numpy()
-                for p in precisions:
-                    out = fns[p]["fwd"]().float().numpy()
-                    if p == "float32":
-                        err = common.max_abs_diff(out[:common.CHECK_ROWS], common.reference_rows(d, False))
-                        ch = {"what": "torch_lstm float32 fwd vs float64 numpy reference (first rows)",
-                              "max_abs_err": err, "tol": common.FWD_TOL, "ok": err <= common.FWD_TOL}
-                    else:
-                        err = common.max_abs_diff(out, ref32)
-                        ch = {"what": f"torch_lstm autocast {p} fwd vs torch float32 fwd (all rows; "
-                                      "informational)", "max_abs_err": err, "tol": common.BF16_TOL,
-                              "ok": err <= common.BF16_TOL, "informational": True}
-                    res["precisions"][p]["checks"].append(ch)
-                    print(f"    [torch] check {ch['what']}: max abs err {err:.2e}", flush=True)
+            res["precisions"] = {p: {"status": "ok", "times_ms": {m: [] for m in case["modes"]},
+                                     "warmup_s": {}, "checks": []} for p in precisions}
+            ref32 = None
             for p in precisions:
-                for mode in case["modes"]:
-                    t0 = time.perf_counter()
-                    for _ in range(int(spec["warmup"])):
-                        fns[p][mode]()
-                    res["precisions"][p]["warmup_s"][mode] = time.perf_counter() - t0
-            jobs = [(p, m) for p in precisions for m in case["modes"]]
-            for rep in range(int(spec["reps"])):  # interleaved, rotating order, like the TF side
+                entry = res["precisions"][p]
+                try:  # a precision this CPU's torch cannot run is recorded as such; the others go on
+                    if case.get("check", False):
+                        if ref32 is None:
+                            ref32 = make_fns(False)["fwd"]().float().numpy()
+                        out = fns[p]["fwd"]().float().numpy()
+                        if p == "float32":
+                            err = common.max_abs_diff(out[:common.CHECK_ROWS], common.reference_rows(d, False))
+                            ch = {"what": "torch_lstm float32 fwd vs float64 numpy reference (first rows)",
+                                  "max_abs_err": err, "tol": common.FWD_TOL, "ok": err <= common.FWD_TOL}
+                        else:
+                            err = common.max_abs_diff(out, ref32)
+                            ch = {"what": f"torch_lstm autocast {p} fwd vs torch float32 fwd (all rows; "
+                                          "informational)", "max_abs_err": err, "tol": common.BF16_TOL,
+                                  "ok": err <= common.BF16_TOL, "informational": True}
+                        entry["checks"].append(ch)
+                        print(f"    [torch] check {ch['what']}: max abs err {err:.2e}", flush=True)
+                    for mode in case["modes"]:
+                        t0 = time.perf_counter()
+                        for _ in range(int(spec["warmup"])):
+                            fns[p][mode]()
+                        entry["warmup_s"][mode] = time.perf_counter() - t0
+                except RuntimeError as e:  # e.g. oneDNN has no bf16 LSTM for this CPU's ISA
+                    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    entry["status"] = f"unsupported: {type(e).__name__}: {message}"
+                    print(f"    [torch] {p}: {entry['status']}", flush=True)
+            runnable = [p for p in precisions if res["precisions"][p]["status"] == "ok"]
+            jobs = [(p, m) for p in runnable for m in case["modes"]]
+            for rep in range(int(spec["reps"]) if jobs else 0):  # interleaved, rotating order
                 k = rep % len(jobs)
                 for p, mode in jobs[k:] + jobs[:k]:
                     res["precisions"][p]["times_ms"][mode].extend(
                         common.timed_burst(fns[p][mode], int(spec["burst"])))
-            for p in precisions:
+            for p in runnable:
                 msg = "  ".join(f"{m} {common.fmt_ms(float(np.median(v)))} ms"
                                 for m, v in res["precisions"][p]["times_ms"].items())
                 print(f"    [torch] {common.shape_str(B, T, I, H)} {p}: {msg}", flush=True)

@@ -83,6 +83,46 @@ def test_bench_quick(tmp_path):
     assert "## bfloat16" in md and "mixed_bfloat16" in md and "bf16 speedup" in md
 
 
+def test_bench_isa_cap(tmp_path):
+    """bench/run.py --isa avx2 (an AVX2 stand-in on any AVX2 CPU): every side is capped and each cap
+    checked; the file name says so; a variant that cannot run under the cap is recorded as unsupported
+    and the others in its section are timed. Only the bfloat16 section, on a tiny shape."""
+    if not any("avx2" in line for line in open("/proc/cpuinfo") if line.startswith("flags")):
+        pytest.skip("this CPU has no AVX2")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick", "--isa", "avx2",
+                           "--shapes", "", "--sweep-batches", "", "--sweep-batches-small", "",
+                           "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (js,) = glob.glob(str(tmp_path / "*-avx2-capped-quick.json"))
+    res = json.load(open(js))
+    cap = res["isa_cap"]
+    assert cap["resetlstm_simd_selected"] == "avx2" == res["resetlstm_build_info"]["simd"]["selected"]
+    assert cap["tensorflow_onednn_isa"] == "Intel AVX2"
+    torch_installed = importlib.util.find_spec("torch") is not None
+    if torch_installed:
+        assert cap["torch_onednn_isa"] == "Intel AVX2" and cap["torch_cpu_capability"] == "AVX2"
+    (bf,) = res["bf16"]
+    assert bf["results"]["keras_bf16"]["status"].startswith("unsupported")
+    for v in ("resetlstm_fp32", "resetlstm_bf16", "keras_fp32") + (("torch_fp32",) if torch_installed else ()):
+        assert bf["results"][v]["status"] == "ok", (v, bf["results"][v]["status"])
+    if torch_installed:  # torch's oneDNN has no bf16 LSTM below AVX-512: recorded, not fatal
+        assert bf["results"]["torch_bf16"]["status"].split(":")[0] in ("ok", "unsupported")
+    assert "**Capped to AVX2**" in open(js[:-len(".json")] + ".md").read()
+
+
+def test_bench_isa_cap_refuses_a_cap_that_did_not_take(monkeypatch):
+    """A cap that did not take effect stops the run with the side named (here resetlstm reports
+    another ISA than the one asked for)."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import isa_cap
+
+    for key, value in isa_cap.CAPS["avx2"][0].items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(RuntimeError, match=r"resetlstm: build_info\(\)\['simd'\]\['selected'\] is 'avx512'"):
+        isa_cap.verify("avx2", {"simd": {"selected": "avx512"}}, with_torch=False)
+
+
 def test_dropin_bench_quick(tmp_path):
     """bench/dropin_bench.py --quick: every case runs, the check passes, JSON and markdown."""
     proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "dropin_bench.py"), "--quick",

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <new>
 
+#include "cpu_caches.h"
 #include "cpu_numeric.h"
 #include "cpu_parallel.h"
 #if defined(__AVX512BF16__)
@@ -43,11 +44,25 @@ struct Blocking {
   static constexpr int kNV = 2;                     // vectors per micro-tile row
   static constexpr int NR = kNV * kLanes;           // micro-tile columns
   static constexpr int MR = RLSTM_VECTOR_BYTES == 64 ? 8 : 6;  // micro-tile rows
-  static constexpr int KC = 32768 / (NR * sizeof(T));  // B micro-panel 32 KiB (measured best)
   static constexpr int MC = 16 * MR;                // rows of A packed at once (L2)
   using V = typename VecOf<Acc, RLSTM_VECTOR_BYTES>::type;
-  static_assert(KC % KP == 0, "KC must hold whole k groups");
 };
+
+// KC, the k extent of a packed B micro-panel (KC x NR), from this CPU's L1d (read at run time):
+// the panel stays in L1 while every MR-row tile of A streams past it. It takes the whole L1d
+// up to 32 KiB: 32 KiB measured best on Zen 5 (48 KiB L1d) when it was a constant; on Zen 4
+// (32 KiB L1d; kernel_bench, 2 threads, AVX2 and AVX-512) panels of 1/2 and 2/3 of L1d were
+// no faster than the whole of it (within the VM's +-10 %). A multiple of 8 (whole k groups for
+// bf16), at least 64.
+template <typename T>
+int64_t kc_block() {
+  static const int64_t kc = [] {
+    const int64_t panel = std::min<int64_t>(l1d_bytes(), int64_t{32} << 10);
+    const int64_t k = panel / (Blocking<T>::NR * static_cast<int64_t>(sizeof(T)));
+    return std::max<int64_t>(64, k / 8 * 8);
+  }();
+  return kc;
+}
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
@@ -157,18 +172,21 @@ inline void store_tile(V (&acc)[MR][NV], Acc* __restrict c, int64_t ldc, bool ac
   }
 }
 
-// C[m<=MR, n<=NR] (+)= A[m x kc] * b_panel[kc x NR], accumulators in registers. Group g (KP
-// consecutive k) of row i of A is at a + i * a_rs + g * a_gs: a packed panel (a_rs = KP,
-// a_gs = KP * MR) or rows read in place (a_rs = lda, a_gs = KP; rows past m repeat row m - 1
-// and are not stored). A packed panel has kc rounded up to whole groups; rows read in place may
-// end in a partial group (bf16, odd kc), which is read element by element.
-template <typename T>
+// C[M, n<=NR] (+)= A[M x kc] * b_panel[kc x NR], M <= MR rows, accumulators in registers.
+// Group g (KP consecutive k) of row i of A is at a + i * a_rs + g * a_gs: a packed panel
+// (a_rs = KP, a_gs = KP * MR) or rows read in place (a_rs = lda, a_gs = KP). A packed panel has
+// kc rounded up to whole groups; rows read in place may end in a partial group (bf16, odd kc),
+// which is read element by element. M is a template parameter so that a tile of fewer rows
+// costs its own rows' FMAs, not MR rows' (AVX2: MR = 6, and 8-row slabs were a 6-row tile and
+// a 2-row one computed as 6).
+template <typename T, int M>
 void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
                   const T* __restrict b, acc_t<T>* __restrict c, int64_t ldc, bool accumulate,
-                  int m, int n) {
+                  int n) {
   using Bk = Blocking<T>;
   using V = typename Bk::V;
-  constexpr int MR = Bk::MR, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
+  constexpr int MR = M, NV = Bk::kNV, L = Bk::kLanes, NR = Bk::NR;
+  static_assert(M >= 1 && M <= Bk::MR, "M rows of at most MR");
   V acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
@@ -176,8 +194,9 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
     for (int v = 0; v < NV; ++v) acc[i][v] = V{};
   const T* rows[MR];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) rows[i] = a + std::min(i, m - 1) * a_rs;
+  for (int i = 0; i < MR; ++i) rows[i] = a + i * a_rs;
   if constexpr (Bk::KP == 1) {
+#pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {
       V bv[NV];
 #pragma GCC unroll 4
@@ -246,7 +265,17 @@ void micro_kernel(int64_t kc, const T* __restrict a, int64_t a_rs, int64_t a_gs,
 #endif
     }
   }
-  store_tile<acc_t<T>, V, MR, NV>(acc, c, ldc, accumulate, m, n);
+  store_tile<acc_t<T>, V, MR, NV>(acc, c, ldc, accumulate, MR, n);
+}
+
+// micro_kernel<T, m> for a run-time m in [1, M].
+template <typename T, int M = Blocking<T>::MR>
+inline void micro_kernel_rows(int m, int64_t kc, const T* a, int64_t a_rs, int64_t a_gs,
+                              const T* b, acc_t<T>* c, int64_t ldc, bool accumulate, int n) {
+  if constexpr (M > 1)
+    if (m < M)
+      return micro_kernel_rows<T, M - 1>(m, kc, a, a_rs, a_gs, b, c, ldc, accumulate, n);
+  micro_kernel<T, M>(kc, a, a_rs, a_gs, b, c, ldc, accumulate, n);
 }
 
 // C[m, n] (+)= A block [m x kc] * packed B block [kc x n]. A is packed (lda = 0) or read in
@@ -256,16 +285,23 @@ void macro_kernel(int64_t m, int64_t n, int64_t kc, const T* a, int64_t lda, con
                   acc_t<T>* c, int64_t ldc, bool accumulate) {
   constexpr int MR = Blocking<T>::MR, NR = Blocking<T>::NR, KP = Blocking<T>::KP;
   const int64_t kcp = round_up(kc, KP);
+  // Rows read in place are cut into tiles as even as possible (8 rows with MR = 6: 4 + 4, not
+  // 6 + 2); packed A comes in MR-row panels.
+  const int64_t tiles = ceil_div(m, MR);
   for (int64_t q = 0; q < n; q += NR) {  // one B micro-panel stays in L1 across all A panels
     const int cols = static_cast<int>(std::min<int64_t>(NR, n - q));
-    for (int64_t p = 0; p < m; p += MR) {
-      const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
-      if (lda == 0)
-        micro_kernel(kcp, a + p * kcp, KP, KP * MR, b_packed + q * kcp, c + p * ldc + q, ldc,
-                     accumulate, rows, cols);
-      else
-        micro_kernel(kc, a + p * lda, lda, KP, b_packed + q * kcp, c + p * ldc + q, ldc,
-                     accumulate, rows, cols);
+    for (int64_t p = 0, tile = 0; p < m; ++tile) {
+      if (lda == 0) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, m - p));
+        micro_kernel_rows<T>(rows, kcp, a + p * kcp, KP, KP * MR, b_packed + q * kcp,
+                             c + p * ldc + q, ldc, accumulate, cols);
+        p += rows;
+      } else {
+        const int rows = static_cast<int>(ceil_div(m - p, tiles - tile));
+        micro_kernel_rows<T>(rows, kc, a + p * lda, lda, KP, b_packed + q * kcp,
+                             c + p * ldc + q, ldc, accumulate, cols);
+        p += rows;
+      }
     }
   }
 }
@@ -287,7 +323,8 @@ int64_t packed_b_size(int64_t K, int64_t N) {
 template <typename T>
 PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t ldb, int64_t K,
                        int64_t N, T* out) {
-  constexpr int KC = Blocking<T>::KC, NR = Blocking<T>::NR, KP = Blocking<T>::KP;
+  constexpr int NR = Blocking<T>::NR, KP = Blocking<T>::KP;
+  const int64_t KC = kc_block<T>();
   if (K <= 0 || N <= 0) return PackedB<T>{out, K, N};
   const int64_t n_pad = round_up(N, NR);
   const int64_t chunks = ceil_div(K, KC);
@@ -313,8 +350,9 @@ PackedB<T> pack_b_full(const TaskRunner& runner, bool trans, const T* B, int64_t
 template <typename T>
 void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B, acc_t<T>* C,
                         int64_t ldc, bool accumulate, int64_t j0 = 0, int64_t n = -1) {
-  constexpr int KC = Blocking<T>::KC, MC = Blocking<T>::MC, NR = Blocking<T>::NR;
+  constexpr int MC = Blocking<T>::MC, NR = Blocking<T>::NR;
   constexpr int KP = Blocking<T>::KP;
+  const int64_t KC = kc_block<T>();
   const int64_t K = B.K, n_pad = round_up(B.N, NR);
   const int64_t N = n < 0 ? B.N - j0 : n;
   if (M <= 0 || N <= 0) return;
@@ -344,7 +382,8 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
           const T* A, int64_t lda, const T* B, int64_t ldb, acc_t<T>* C, int64_t ldc,
           bool accumulate) {
   using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC;
+  constexpr int MR = Bk::MR, NR = Bk::NR;
+  const int64_t KC = kc_block<T>();
   if (M <= 0 || N <= 0) return;
   // Tile C into blocks: enough to keep every thread busy, split so that packing costs least
   // (every row block packs all of B, every column block all of A).
@@ -411,7 +450,8 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
                   acc_t<T>* partials) {
   using Acc = acc_t<T>;
   using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR, KC = Bk::KC, KP = Bk::KP;
+  constexpr int MR = Bk::MR, NR = Bk::NR, KP = Bk::KP;
+  const int64_t KC = kc_block<T>();
   const int64_t M = M1 + M2;
   if (N <= 0 || M <= 0) return;
   if (K == 0) {

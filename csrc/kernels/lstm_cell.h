@@ -21,23 +21,35 @@ namespace resetlstm {
 // ---- activations ---------------------------------------------------------------------------
 
 // exp(x) for float on the host: Cody-Waite range reduction and a degree-6 polynomial (Cephes
-// expf), relative error ~2 ulp, no branches and no library call so loops over it vectorize.
-RLSTM_HD float host_expf(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+// expf), relative error ~2 ulp, no branches and no library call. F is float or, on the CPU, a
+// GCC vector of floats (every lane computed alike, so a vector loop and its scalar tail agree).
+RLSTM_HD int32_t host_exp_int(float n) { return static_cast<int32_t>(n); }
+#if !defined(__CUDACC__)
+template <typename V>
+inline __attribute__((always_inline)) auto host_exp_int(V n) -> decltype(n < n) {
+  return __builtin_convertvector(n, decltype(n < n));
+}
+#endif
+
+template <typename F>
+RLSTM_HD F host_expf(F x) {
+  const F lo = F{} + -87.0f, hi = F{} + 88.0f;
+  x = x < lo ? lo : (x > hi ? hi : x);
   // n = round(x / ln 2) by the 1.5 * 2^23 trick (floorf would block vectorization).
   const float magic = 12582912.0f;
-  const float n = (x * 1.44269504088896341f + magic) - magic;
-  float r = x - n * 0.693359375f;
+  const F n = (x * 1.44269504088896341f + magic) - magic;
+  F r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  F p = F{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 127]
-  float scale;
+  const auto bits = (host_exp_int(n) + 127) << 23;  // 2^n, n in [-126, 127]
+  static_assert(sizeof bits == sizeof(F), "one int32 per float lane");
+  F scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
@@ -64,6 +76,16 @@ struct Activations<float> {
   }
 };
 
+#if !defined(__CUDACC__)
+// The float activations lane-wise on a GCC vector of floats V (the CPU kernels' explicit
+// vector loops): the same expressions as Activations<float> on the host.
+template <typename V>
+struct HostVectorActivations {
+  RLSTM_HD static V sigmoid(V x) { return 1.0f / (1.0f + host_expf(-x)); }
+  RLSTM_HD static V tanh(V x) { return 1.0f - 2.0f / (1.0f + host_expf(2.0f * x)); }
+};
+#endif
+
 template <>
 struct Activations<double> {
   RLSTM_HD static double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
@@ -74,10 +96,11 @@ struct Activations<double> {
 
 // Forward. z_* are pre-activations (input projection + recurrent projection + bias).
 // Writes the post-activation gates (what backward needs) and returns the new c and h.
-template <typename T>
+// (Act: the activations; the CPU's vector loops pass HostVectorActivations.)
+template <typename T, typename Act = Activations<T>>
 RLSTM_HD void cell_forward(T z_i, T z_f, T z_c, T z_o, T c_in, T* i, T* f, T* g, T* o, T* c,
                            T* h) {
-  using A = Activations<T>;
+  using A = Act;
   *i = A::sigmoid(z_i);
   *f = A::sigmoid(z_f);
   *g = A::tanh(z_c);
@@ -89,12 +112,13 @@ RLSTM_HD void cell_forward(T z_i, T z_f, T z_c, T z_o, T c_in, T* i, T* f, T* g,
 // Backward. Given the saved gates, the cell input c_in and new cell c of this step, and the
 // gradients dh (wrt h of this step) and dc (wrt c of this step, from the future), returns the
 // pre-activation gradients dz_* and the gradient wrt c_in.
-template <typename T>
+template <typename T, typename Act = Activations<T>>
 RLSTM_HD void cell_backward(T i, T f, T g, T o, T c_in, T c, T dh, T dc, T* dz_i, T* dz_f,
                             T* dz_c, T* dz_o, T* dc_in) {
-  const T tc = Activations<T>::tanh(c);
+  const T tc = Act::tanh(c);
+  const T one = T{} + 1.0f;  // (a splat when T is a vector)
   // h = o * tanh(c):  dc += dh * o * (1 - tanh(c)^2),  do = dh * tanh(c)
-  const T dc_total = dc + dh * o * (T(1) - tc * tc);
+  const T dc_total = dc + dh * o * (one - tc * tc);
   const T d_o = dh * tc;
   // c = f * c_in + i * g
   const T d_i = dc_total * g;
@@ -102,16 +126,16 @@ RLSTM_HD void cell_backward(T i, T f, T g, T o, T c_in, T c, T dh, T dc, T* dz_i
   const T d_g = dc_total * i;
   *dc_in = dc_total * f;
   // sigmoid'(z) = s (1 - s), tanh'(z) = 1 - t^2
-  *dz_i = d_i * i * (T(1) - i);
-  *dz_f = d_f * f * (T(1) - f);
-  *dz_c = d_g * (T(1) - g * g);
-  *dz_o = d_o * o * (T(1) - o);
+  *dz_i = d_i * i * (one - i);
+  *dz_f = d_f * f * (one - f);
+  *dz_c = d_g * (one - g * g);
+  *dz_o = d_o * o * (one - o);
 }
 
 // h of a step from its saved output gate and cell (used to rebuild the recurrent inputs).
-template <typename T>
+template <typename T, typename Act = Activations<T>>
 RLSTM_HD T cell_hidden(T o, T c) {
-  return o * Activations<T>::tanh(c);
+  return o * Act::tanh(c);
 }
 
 }  // namespace resetlstm

@@ -1,0 +1,73 @@
+// Plumbing shared by the forward and backward time loops of the CPU kernels (one build per
+// instruction set, inside its namespace): row indexing of [B,T,*] / [T,B,*] arrays, the slab
+// size of the row split, the workspace carver, and two small per-row helpers.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu_gemm_impl.h"
+#include "cpu_numeric.h"
+#include "lstm_cpu.h"
+
+namespace resetlstm {
+namespace cpu {
+namespace RLSTM_ISA {
+
+struct RowIndex {
+  int64_t B, T;
+  bool time_major;
+  int64_t operator()(int64_t b, int64_t t) const { return time_major ? t * B + b : b * T + t; }
+  // Distance in rows between (b, t) and (b + 1, t).
+  int64_t batch_stride() const { return time_major ? 1 : T; }
+};
+
+// Rows per slab: split B evenly over the threads, no slab under a micro-tile's MR rows. Not in
+// whole micro-tiles: the GEMM tiles a slab evenly and a short tile costs only its rows (B = 16
+// on 2 threads with AVX2's MR = 6 used to be slabs of 12 and 4 rows, one thread idle a third of
+// each step).
+template <typename T>
+int64_t slab_rows(int64_t B, int threads) {
+  constexpr int MR = Blocking<T>::MR;
+  if (B <= 0) return 1;  // no slabs at all
+  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(B, MR)));
+  return ceil_div(B, slabs);
+}
+
+// Carves typed, 64-byte aligned arrays out of a workspace; with a null base it only counts
+// the bytes, so the size functions and the kernels share one layout.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename U>
+  U* take(int64_t n, bool wanted = true) {
+    if (!wanted) return nullptr;
+    U* p = base_ ? reinterpret_cast<U*>(base_ + used_) : nullptr;
+    used_ += round_up(n * static_cast<int64_t>(sizeof(U)), 64);
+    return p;
+  }
+  int64_t bytes() const { return used_; }
+
+ private:
+  char* base_;
+  int64_t used_ = 0;
+};
+
+// Whether step t of row b runs the cell (it does unless the mask skips it); `a` is a forward
+// or backward plan.
+template <bool kHasMask, typename Plan>
+inline bool step_active(const Plan& a, const RowIndex& row, int64_t b, int64_t t) {
+  return !kHasMask || a.mask[row(b, t)];
+}
+
+// out[j] = m[j] * h[j] for one row (recurrent dropout: a separate pass keeps the cell loop free
+// of the extra stream), in the types each side needs.
+template <typename M, typename H, typename O>
+inline void scale_row(const M* m, const H* h, int64_t n, O* out) {
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; ++j) out[j] = from_acc<O>(to_acc(m[j]) * to_acc(h[j]));
+}
+
+}  // namespace RLSTM_ISA
+}  // namespace cpu
+}  // namespace resetlstm

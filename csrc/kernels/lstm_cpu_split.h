@@ -1,0 +1,111 @@
+// How the CPU kernels split a call over the runner's threads: batch rows (a slab per thread,
+// no barrier) or, for small batches with a recurrent kernel larger than a core's L2, hidden
+// units (a barrier per step: StepQueue); and where the forward's input projection runs (one
+// GEMM before the loop, or per step inside each slab). Decisions from the CPU's cache sizes,
+// with tuning switches that force either.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu_caches.h"
+#include "cpu_gemm_impl.h"
+#include "cpu_parallel.h"
+#include "lstm_cpu.h"
+
+namespace resetlstm {
+namespace cpu {
+namespace RLSTM_ISA {
+
+// ---- small batches: hidden units split across threads, one barrier per step --------------
+//
+// With few rows per thread, the row-slab loops stream the whole recurrent kernel through each
+// core every step for a handful of rows. Splitting the hidden units instead gives each thread
+// all rows and a 1/threads share of the recurrent kernel (its 4 gate columns of a unit block,
+// packed side by side), which stays in its L2; the price is a barrier per step, since the next
+// step's GEMM reads every unit of h.
+//
+// Work items (s, u): step s, unit block u, claimed in order from one counter; an item of step s
+// waits until every item of step s-1 is done. The earliest unfinished item never waits, so the
+// loop finishes with any number of the runner's tasks actually running (one is enough): a busy
+// or single-threaded pool cannot deadlock it.
+class StepQueue {
+ public:
+  StepQueue(int64_t steps, int64_t per_step) : per_step_(per_step), total_(steps * per_step) {}
+  // The next item, or -1 when all are claimed.
+  int64_t claim() {
+    const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    return i < total_ ? i : -1;
+  }
+  // Blocks until every item of steps < s is done (their writes visible).
+  void wait_for_step(int64_t s) const { wait_for_count(done_, s * per_step_); }
+  void finish() { done_.fetch_add(1, std::memory_order_release); }
+
+ private:
+  const int64_t per_step_, total_;
+  alignas(64) std::atomic<int64_t> next_{0};  // own cache lines: claims do not disturb waiters
+  alignas(64) std::atomic<int64_t> done_{0};
+};
+
+// How to split the time loop over the runner's threads.
+struct Split {
+  bool columns = false;  // units across threads (else rows)
+  int64_t units = 0;     // units per block when columns
+};
+
+// RESETLSTM_CPU_SPLIT=rows|columns forces a split where both are possible (tests, bench);
+// read at every call.
+inline const char* split_override() {
+  static const char* const kAllowed[] = {"rows", "columns", nullptr};
+  return env_choice("RESETLSTM_CPU_SPLIT", kAllowed);
+}
+
+template <typename T>
+Split choose_split(const Dims& d, int threads) {
+  constexpr int NR = Blocking<T>::NR, MR = Blocking<T>::MR;
+  Split split;
+  // Unit blocks must start on a panel of the packed kernels: H a multiple of NR.
+  if (threads < 2 || d.H % NR != 0 || d.T == 0 || d.B == 0) return split;
+  const char* forced = split_override();
+  if (forced && std::strcmp(forced, "rows") == 0) return split;
+  const bool force_columns = forced && std::strcmp(forced, "columns") == 0;
+  // Columns only pay for their per-step barrier when the recurrent kernel does not fit a
+  // core's L2 (rows then stream all of it from L3 every step, for few rows per thread).
+  // Measured with bench/kernel_bench on an AMD EPYC (Zen 5, 2 threads, 1 MiB L2 per core),
+  // fwd+bwd: B = 16, H = 1024: columns 46.3-49.2 ms, rows 50.5-52.5; H = 512: 26.8 / 26.5;
+  // H <= 256 (kernel <= L2): rows as fast or faster at B = 8-64 (the barrier costs more than
+  // it saves; before the two counters got their own cache lines, much more).
+  const int64_t kernel_bytes = 4 * d.H * d.H * static_cast<int64_t>(sizeof(T));
+  const bool small_batch = d.B <= static_cast<int64_t>(threads) * 2 * MR;
+  if (!force_columns && !(small_batch && kernel_bytes > 2 * l2_bytes())) return split;
+  // About 4 blocks per thread for balance, at least one panel each.
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(d.H / NR, 4 * threads));
+  split.columns = true;
+  split.units = round_up(ceil_div(d.H, blocks), NR);
+  return split;
+}
+
+// The input projection x W: hoisted (one GEMM over all B*T rows before the time loop, into z)
+// or per step (each slab computes x_t W for its rows right before h R, into the same cached
+// buffer). Per step saves z's trips through memory (and, in inference, faulting in the whole
+// [B,T,4H] scratch) but streams the packed kernel through every thread every step: each
+// streamed byte then serves `rows` rows, cheap when the kernel stays in the core's L2, and
+// from L3 once a slab has 8 rows or more. Measured through the TF op on an AMD EPYC (Zen 5,
+// 2 threads, 1 MiB L2/core), per step vs hoisted: fwd 3-18 % faster from (16,50,128,128) to
+// (1024,20,512,512), fwd+bwd -20 % .. +1 %; at B = 4, I = 2048 (4-row slab, 8 MiB kernel) per
+// step was 2.6x slower, at B = 16 (8-row slabs) 15 % faster. RESETLSTM_CPU_INPUT=hoisted|
+// per_step forces either.
+template <typename T>
+bool per_step_input_projection(const Dims& d, int64_t rows_per_slab) {
+  static const char* const kAllowed[] = {"hoisted", "per_step", nullptr};
+  if (const char* forced = env_choice("RESETLSTM_CPU_INPUT", kAllowed))
+    return std::strcmp(forced, "per_step") == 0;
+  const int64_t kernel_bytes = d.I * 4 * d.H * static_cast<int64_t>(sizeof(T));
+  return kernel_bytes <= l2_bytes() / 2 || std::min(d.B, rows_per_slab) >= 8;
+}
+
+}  // namespace RLSTM_ISA
+}  // namespace cpu
+}  // namespace resetlstm
