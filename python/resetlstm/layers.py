@@ -211,6 +211,18 @@ class ResetLSTM(keras.layers.LSTM):
         if value is not None:
             raise AttributeError(f"{type(self).__name__}.states is read-only; use reset_state()")
 
+    @property
+    def variables(self):
+        """Keras' ``variables`` (weights and seed state), on JAX with the stream state too: JAX
+        trainers run stateless steps that carry only ``variables`` from one batch to the next,
+        so without it a stateful layer would restart from zeros at every batch of ``fit``,
+        ``evaluate`` and ``predict`` (as keras.layers.LSTM does there). The state stays out of
+        ``weights``, ``get_weights()`` and ``.keras`` files on every backend."""
+        variables = super().variables
+        if self._stream is not None and _keras_backend.backend() == "jax":
+            variables = variables + [self._stream.h, self._stream.c]
+        return variables
+
     _stream = None  # _StreamState once a stateful layer is built
 
     # ----------------------------------------------------------------- build / shapes / masks
