@@ -7,10 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <functional>
-#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -20,56 +17,15 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_pool.h"
 #include "lstm_cpu.h"
 
 namespace {
 
-// A pool of `threads` workers kept for the whole run, driven like the TF op's runner
-// (cpu::run_claimed: the caller and up to one helper per worker claim the tasks), so that the
-// times compare with the op's own time inside TF: threads started per call would add their
-// start-up to every hand-off.
-class Pool {
- public:
-  explicit Pool(int n) {
-    for (int i = 0; i < n; ++i)
-      workers_.emplace_back([this] {
-        for (;;) {
-          std::function<void()> job;
-          {
-            std::unique_lock<std::mutex> lock(mu_);
-            cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
-            if (jobs_.empty()) return;  // stopping, and nothing left
-            job = std::move(jobs_.front());
-            jobs_.pop_front();
-          }
-          job();
-        }
-      });
-  }
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
-  void schedule(std::function<void()> job) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      jobs_.push_back(std::move(job));
-    }
-    cv_.notify_one();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
-};
-
+// The runner: a pool of `threads` workers kept for the whole run (cpu::WorkerPool, as _native
+// keeps one), driven like the TF op's runner (cpu::run_claimed: the caller and up to one
+// helper per worker claim the tasks), so that the times compare with the op's own time inside
+// TF: threads started per call would add their start-up to every hand-off.
 class Runner final : public resetlstm::cpu::TaskRunner {
  public:
   explicit Runner(int n) : n_(n), pool_(n > 1 ? n : 0) {}
@@ -82,7 +38,7 @@ class Runner final : public resetlstm::cpu::TaskRunner {
 
  private:
   int n_;
-  mutable Pool pool_;
+  mutable resetlstm::cpu::WorkerPool pool_;
 };
 
 double now_ms() {

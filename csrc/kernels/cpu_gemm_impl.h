@@ -71,20 +71,8 @@ inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 // once warm.
 template <typename T, int kSlot>
 T* thread_scratch(int64_t elements) {
-  struct Buffer {
-    T* data = nullptr;
-    int64_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffer;
-  if (buffer.size < elements) {
-    std::free(buffer.data);
-    const size_t bytes = static_cast<size_t>(round_up(elements * sizeof(T), 64));
-    buffer.data = static_cast<T*>(std::aligned_alloc(64, bytes));
-    if (buffer.data == nullptr) throw std::bad_alloc();
-    buffer.size = elements;
-  }
-  return buffer.data;
+  struct Slot;  // one buffer per (T, kSlot) and thread
+  return static_cast<T*>(thread_buffer<Slot>(static_cast<size_t>(elements) * sizeof(T)));
 }
 
 // Position of element (k, lane) in a packed panel `width` lanes wide (MR for A, NR for B).

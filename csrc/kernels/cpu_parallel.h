@@ -3,9 +3,12 @@
 // never create threads.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -46,6 +49,27 @@ class TaskRunner {
   // have finished. Tasks never wait on each other.
   virtual void run(int64_t num_tasks, FunctionRef<void(int64_t)> task) const = 0;
 };
+
+// A buffer of at least `bytes` bytes, 64-byte aligned, kept by the calling thread for `Tag`
+// (one buffer per thread and tag) and grown when a call needs more, so scratch memory is
+// allocated (and faulted in) rarely rather than per call; freed when the thread exits.
+template <typename Tag>
+void* thread_buffer(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < bytes || buffer.data == nullptr) {
+    std::free(buffer.data);
+    const size_t rounded = (std::max<size_t>(bytes, 1) + 63) & ~size_t(63);
+    buffer.data = std::aligned_alloc(64, rounded);
+    buffer.size = buffer.data ? rounded : 0;
+    if (buffer.data == nullptr) throw std::bad_alloc();
+  }
+  return buffer.data;
+}
 
 // Waits until `counter` reaches n (acquire: the writes before each increment are visible):
 // spins briefly, then yields, since whoever will increment it may share this CPU.

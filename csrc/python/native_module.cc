@@ -86,27 +86,13 @@ class PoolRunner final : public cpu::TaskRunner {
   bool serial_;
 };
 
-// The kernels' scratch memory (64-byte aligned), kept per calling thread and grown when a call
-// needs more: a fresh allocation per call is faulted in page by page every time, which costs
-// a large training forward (~100 MB of scratch at (256, 50, 256, 256)) a third of its time. A
-// thread keeps its largest scratch until it exits.
+// The kernels' scratch memory, kept per calling thread (cpu::thread_buffer): a fresh
+// allocation per call would be faulted in page by page every time.
 template <typename T>
 T* ThreadWorkspace(int64_t elements) {
-  struct Buffer {
-    void* data = nullptr;
-    size_t bytes = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffer;
-  const size_t bytes = (static_cast<size_t>(std::max<int64_t>(elements, 1)) * sizeof(T) + 63) &
-                       ~size_t(63);
-  if (bytes > buffer.bytes) {
-    std::free(buffer.data);
-    buffer.data = std::aligned_alloc(64, bytes);
-    buffer.bytes = buffer.data ? bytes : 0;
-    if (!buffer.data) throw std::bad_alloc();
-  }
-  return static_cast<T*>(buffer.data);
+  struct Workspace;
+  return static_cast<T*>(
+      cpu::thread_buffer<Workspace>(static_cast<size_t>(std::max<int64_t>(elements, 1)) * sizeof(T)));
 }
 
 using OptArray = std::optional<py::array>;
