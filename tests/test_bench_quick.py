@@ -14,6 +14,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["resetlstm", "resetlstm_resets", "keras", "naive", "block", "torch"]
 
 
+def run_quick(script, tmp_path, **env):
+    """`python bench/<script> --quick --out <tmp_path>`; asserts it succeeded, returns its
+    process."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", script), "--quick",
+                           "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
 def test_bench_quick(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick", "--out", str(tmp_path)],
                           cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600)
@@ -125,10 +135,7 @@ def test_bench_isa_cap_refuses_a_cap_that_did_not_take(monkeypatch):
 
 def test_dropin_bench_quick(tmp_path):
     """bench/dropin_bench.py --quick: every case runs, the check passes, JSON and markdown."""
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "dropin_bench.py"), "--quick",
-                           "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_quick("dropin_bench.py", tmp_path)
     (js,) = glob.glob(str(tmp_path / "dropin-*.json"))
     res = json.load(open(js))
     (shape,) = res["shapes"]
@@ -140,10 +147,7 @@ def test_dropin_bench_quick(tmp_path):
 
 def test_serving_bench_quick(tmp_path):
     """bench/serving_bench.py --quick: all variants agree (checked inside), JSON and markdown."""
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "serving_bench.py"),
-                           "--quick", "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_quick("serving_bench.py", tmp_path)
     (js,) = glob.glob(str(tmp_path / "serving-*.json"))
     res = json.load(open(js))["results"]
     assert set(res) == {"resetlstm", "usual_tf_function", "usual_predict", "usual_eager"}
@@ -167,10 +171,7 @@ def test_bench_refuses_counts_below_one():
 def test_deploy_bench_quick(tmp_path):
     """bench/deploy_bench.py --quick: every runtime agrees with the fused step (checked inside),
     JSON and markdown."""
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "deploy_bench.py"),
-                           "--quick", "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_quick("deploy_bench.py", tmp_path)
     (js,) = glob.glob(str(tmp_path / "deploy-*.json"))
     res = json.load(open(js))["results"]
     assert set(res) == {"fused", "portable_tf", "litert", "onnxruntime"}
@@ -183,12 +184,37 @@ def test_torch_rl_bench_quick(tmp_path):
     """bench/torch_rl_bench.py --quick: runs, checks the fused module against its peers, writes
     the JSON and the markdown table."""
     pytest.importorskip("torch")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "torch_rl_bench.py"),
-                           "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, KERAS_BACKEND="torch"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_quick("torch_rl_bench.py", tmp_path, KERAS_BACKEND="torch")
     data = json.loads((tmp_path / "torch-rl-quick.json").read_text())
     assert {r["peer"] for r in data["results"]} == {"per-step loop", "torch.nn.LSTM"}
     assert all(r["max_abs_diff"] < 1e-5 for r in data["results"])
     table = (tmp_path / "torch-rl-quick.md").read_text()
     assert "per-step loop" in table and "speedup fwdbwd" in table
+
+
+def test_jax_bench_quick(tmp_path):
+    """bench/jax_bench.py --quick: every variant on tiny shapes (main table with its
+    correctness checks, the batch sweep), the JSON and the markdown table."""
+    pytest.importorskip("jax")
+    run_quick("jax_bench.py", tmp_path)
+    (js,) = glob.glob(str(tmp_path / "*.json"))
+    assert os.path.getsize(js[:-len(".json")] + ".md") > 0
+    res = json.load(open(js))
+    assert res["quick"] is True and res["machine"]["cpu"]["model"]
+    expected = {"resetlstm", "scan", "scan_hoisted"}
+    if importlib.util.find_spec("keras") is not None:
+        expected.add("keras")
+    assert set(res["variants"]) == expected
+    for point in res["shapes"] + res["sweep"]["points"]:
+        assert set(point["results"]) == expected
+        assert point["matmul"]["gflops"] > 0
+        for v, e in point["results"].items():
+            assert e["status"] == "ok", (v, e["status"])
+            for mode in ("fwd", "fwdbwd"):
+                assert e[mode]["median_ms"] > 0 and e["pct_of_limit"][mode] > 0
+            assert (v == "resetlstm") == ("speedup" not in e)
+    assert res["shapes"] and [p["B"] for p in res["sweep"]["points"]] == res["sweep"]["batches"]
+    for shape in res["shapes"]:
+        # every variant's forward against the float64 reference, resetlstm's 4 gradients vs scan
+        assert len(shape["checks"]) == len(expected) + 4
+        assert all(c["ok"] for c in shape["checks"]), shape["checks"]
