@@ -218,15 +218,16 @@ def test_refusals_name_the_alternative():
         lstm(torch.randn(3, 2, 4, dtype=torch.float64))
 
 
-def test_inference_weight_cache_follows_parameter_updates():
-    """Without autograd the transposed weights are kept between calls; an in-place update (an
-    optimizer step, load_state_dict) or a move to another dtype is seen by the next call."""
+def test_every_call_sees_the_current_parameters():
+    """Parameters changed in place between calls (an optimizer step, load_state_dict, and
+    writes through `.data`, which bump no version counter: target networks and polyak updates
+    do that) are what the next call computes with."""
     ref, ours = pair(num_layers=2, bidirectional=True)
     x = torch.randn(6, 4, 5, dtype=torch.float64)
     with torch.no_grad():
         ours(x)
         for p in ours.parameters():
-            p.mul_(0.5)
+            p.data.mul_(0.5)
         ref.load_state_dict(ours.state_dict())
         assert_same(ours(x)[0:1], ref(x)[0:1])
     optimizer = torch.optim.SGD(ours.parameters(), lr=0.1)

@@ -144,24 +144,16 @@ class ResetLSTM(nn.RNNBase):
     def _kernel_weights(self, name: str, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """(kernel [I, 4H], recurrent_kernel [H, 4H], bias [4H]) of layer-direction `name`
         (e.g. "l0_reverse") in the kernels' layout: the transposed weights (torch's gate order
-        i, f, g, o is the kernels' i, f, c, o) and the sum of the two biases. Without autograd
-        (inference: rollouts, serving) they are kept until a parameter changes, since the
-        transposing copy costs more than a short call itself (~0.25 ms for H = 256)."""
-        params = [getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")]
+        i, f, g, o is the kernels' i, f, c, o) and the sum of the two biases. Made at every
+        call: a copy kept between calls could not see a parameter changed through `.data`
+        (which bumps no version counter: target networks, EMA and polyak updates do it)."""
+        w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
+        kernel = w_ih.to(dtype).t().contiguous()
+        recurrent = w_hh.to(dtype).t().contiguous()
         if self.bias:
-            params += [getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")]
-        cacheable = not (torch.is_grad_enabled() and any(p.requires_grad for p in params)) \
-            and not torch.compiler.is_compiling()
-        if cacheable:
-            key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
-            cached = self.__dict__.setdefault("_kernel_cache", {}).get(name)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-        kernel = params[0].to(dtype).t().contiguous()
-        recurrent = params[1].to(dtype).t().contiguous()
-        bias = (params[2] + params[3]).to(dtype) if self.bias else kernel.new_zeros(kernel.shape[1])
-        if cacheable:
-            self._kernel_cache[name] = (key, (kernel, recurrent, bias))
+            bias = (getattr(self, f"bias_ih_{name}") + getattr(self, f"bias_hh_{name}")).to(dtype)
+        else:
+            bias = kernel.new_zeros(kernel.shape[1])
         return kernel, recurrent, bias
 
     def _check_forward_args(self, input: Tensor, hx) -> None:
