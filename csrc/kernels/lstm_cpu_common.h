@@ -22,15 +22,18 @@ struct RowIndex {
   int64_t batch_stride() const { return time_major ? 1 : T; }
 };
 
-// Rows per slab: split B evenly over the threads, no slab under a micro-tile's MR rows. Not in
-// whole micro-tiles: the GEMM tiles a slab evenly and a short tile costs only its rows (B = 16
-// on 2 threads with AVX2's MR = 6 used to be slabs of 12 and 4 rows, one thread idle a third of
-// each step).
+// Rows per slab: split B evenly over the threads, no slab under 2 rows. Not in whole
+// micro-tiles: the GEMM tiles a slab evenly and a short tile costs only its rows (B = 16 on 2
+// threads with AVX2's MR = 6 used to be slabs of 12 and 4 rows, one thread idle a third of each
+// step), so a core computes a 4-row slab as fast as an 8-row one (kernel_bench, one thread,
+// AMD EPYC Zen 4, (B, 128, 64, 256): 97-99 GFLOP/s at B = 4, 8, 16, 32). The floor used to be
+// MR rows, which left B <= 8 on one thread with AVX-512 (MR = 8): on 2 threads fwd+bwd at
+// B = 8 17.6 -> 11.0 ms, B = 6 12.8 -> 8.7, B = 4 8.9 -> 7.1 (a floor of 1 row: no better).
 template <typename T>
 int64_t slab_rows(int64_t B, int threads) {
-  constexpr int MR = Blocking<T>::MR;
+  constexpr int64_t kMinRows = 2;
   if (B <= 0) return 1;  // no slabs at all
-  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(B, MR)));
+  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(B, kMinRows)));
   return ceil_div(B, slabs);
 }
 
