@@ -20,6 +20,7 @@
 #include "../kernels/cpu_pool.h"
 #include "../kernels/lstm_cpu.h"
 #include "../kernels/lstm_shapes.h"
+#include "openmp_team.h"
 
 namespace py = pybind11;
 
@@ -62,7 +63,8 @@ struct ProcessPool {
   }
 };
 
-// num_threads tasks' worth of parallelism (0: one per CPU) on the process's pool.
+// num_threads tasks' worth of parallelism (0: one per CPU) on an attached OpenMP runtime's
+// team (openmp_team.h), else on the process's pool.
 // num_threads < 0 reports |num_threads| threads but runs the tasks one after another on the
 // caller, as a busy pool may: the kernels must never need two tasks running at once.
 class PoolRunner final : public cpu::TaskRunner {
@@ -78,6 +80,7 @@ class PoolRunner final : public cpu::TaskRunner {
       for (int64_t i = 0; i < num_tasks; ++i) task(i);
       return;
     }
+    if (openmp::run(num_tasks, threads_, task)) return;  // an attached OpenMP runtime's team
     ProcessPool::pool_for_this_process().run(num_tasks, threads_, task);
   }
 
@@ -376,6 +379,19 @@ PYBIND11_MODULE(_native, m) {
       py::arg("recurrent_dropout_mask") = py::none(),
       "Backward (BPTT); recurrent_dropout_mask as given to forward. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
   m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
+  m.def(
+      "use_openmp_runtime",
+      [](const std::string& path) {
+        const std::string error = openmp::attach(path);
+        if (!error.empty()) throw py::value_error("use_openmp_runtime: " + error);
+      },
+      py::arg("path"),
+      "Run the kernels' threads on the team of the OpenMP runtime at `path` (already loaded in "
+      "this process, e.g. PyTorch's libgomp) instead of _native's own pool; the PyTorch front "
+      "end attaches torch's. Raises ValueError if it is not loaded or not an OpenMP runtime; "
+      "'' goes back to the own pool.");
+  m.def("openmp_runtime", &openmp::attached,
+        "The OpenMP runtime the kernels' threads run on ('' when _native's own pool).");
   m.def(
       "_install_grouping_cpp_locale",
       [] {

@@ -52,6 +52,38 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def _torch_openmp_runtime():
+    """The path of the OpenMP runtime torch's intra-op pool runs on, as loaded in this process
+    (torch/lib/libgomp.so.1 in the Linux wheels), or None (another parallel backend, or no
+    /proc)."""
+    import os
+    import re
+
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if re.search(r"/lib(g|i|)omp[^/]*\.so", line)}
+    except OSError:
+        return None
+    ours = sorted(p for p in loaded if p.startswith(torch_dir))
+    return (ours or sorted(loaded) or [None])[0]
+
+
+def _share_torch_threads() -> None:
+    """Runs _native's kernels on torch's OpenMP team instead of a pool of its own, whose threads
+    would take turns with torch's spinning OpenMP threads for the same cores (see
+    csrc/python/openmp_team.h). Nothing changes where torch's runtime cannot be attached."""
+    path = _torch_openmp_runtime()
+    if path and not _native.openmp_runtime():
+        try:
+            _native.use_openmp_runtime(path)
+        except ValueError:  # pragma: no cover - a runtime without the GNU ABI
+            pass
+
+
+_share_torch_threads()
+
+
 # ---------------------------------------------------------------------------- forward
 
 @torch.library.custom_op("resetlstm::forward", mutates_args=(), device_types="cpu")
