@@ -221,3 +221,56 @@ def test_works_without_tensorflow_and_keras():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_kernels_run_on_torchs_openmp_threads():
+    """Importing resetlstm.torch attaches torch's OpenMP runtime (_native then runs the kernels
+    on torch's thread team): the same results bit for bit as on _native's own pool; a path
+    that is not a loaded OpenMP runtime is refused; a forked child has none of the parent's
+    OpenMP threads and uses the own pool."""
+    import re
+
+    runtime = _native.openmp_runtime()
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch's intra-op pool is not OpenMP here")
+    assert re.search(r"lib(g|i|)omp", os.path.basename(runtime)), runtime
+    p = make_problem(9, 12, 7, 5, 16, resets=True, state=True)
+    x, k, r, b, h0, c0 = (torch.tensor(p[n], dtype=torch.float32) for n in DIFF)
+    resets = torch.tensor(p["resets"])
+
+    def run():
+        out = torch.ops.resetlstm.forward(x, k, r, b, resets, None, h0, c0, None, False, True)
+        grads = torch.ops.resetlstm.backward(x, k, r, resets, None, h0, c0, None, out[0],
+                                             out[3], out[4], torch.ones_like(out[0]), None,
+                                             None, False)
+        return [t.clone() for t in out + grads]
+
+    with_team = run()
+    try:
+        _native.use_openmp_runtime("")
+        assert _native.openmp_runtime() == ""
+        own_pool = run()
+    finally:
+        _native.use_openmp_runtime(runtime)
+    for a, b_ in zip(with_team, own_pool):
+        assert torch.equal(a, b_)
+    with pytest.raises(ValueError, match="is not loaded in this process"):
+        _native.use_openmp_runtime("/nonexistent/libgomp.so.1")
+    libc = next(line.split()[-1] for line in open("/proc/self/maps")
+                if re.search(r"/libc\.so", line))
+    with pytest.raises(ValueError, match="has no GOMP_parallel"):
+        _native.use_openmp_runtime(libc)
+    assert _native.openmp_runtime() == runtime
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no attached runtime, the kernels still run (own pool)
+        import signal
+
+        signal.alarm(120)  # a hang kills the child; the parent then reads no "ok"
+        ok = _native.openmp_runtime() == "" and all(
+            torch.equal(a, b_) for a, b_ in zip(run(), with_team))
+        os.write(write, b"ok" if ok else b"bad")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 16) == b"ok"
+    os.waitpid(pid, 0)
