@@ -67,9 +67,10 @@ def _probe(code):
     return p.returncode, text, isa_line.group(1).strip() if isa_line else None, execs
 
 
-def verify(isa, build_info, with_torch):
-    """Checks every cap; returns a dict of the evidence. Raises RuntimeError naming the cap that
-    did not take effect."""
+def verify(isa, build_info, with_torch, with_tensorflow=True):
+    """Checks every cap (TensorFlow's unless with_tensorflow is False: a torch-only bench);
+    returns a dict of the evidence. Raises RuntimeError naming the cap that did not take
+    effect."""
     _, onednn_isa, torch_cap, selected = CAPS[isa]
     evidence = {"isa": isa, "environment": {k: os.environ.get(k) for k in CAPS[isa][0]}}
     problems = []
@@ -77,12 +78,13 @@ def verify(isa, build_info, with_torch):
     evidence["resetlstm_simd_selected"] = got
     if got != selected:
         problems.append(f"resetlstm: build_info()['simd']['selected'] is {got!r}, expected {selected!r}")
-    rc, text, line, execs = _probe(_TF_PROBE)
-    evidence["tensorflow_onednn_isa"] = line
-    evidence["tensorflow_onednn_exec"] = execs[:2]
-    if rc != 0 or line != onednn_isa:
-        problems.append(f"TensorFlow's oneDNN reports isa {line!r} (expected {onednn_isa!r}; probe exit {rc})"
-                        + ("" if rc == 0 else ": " + text[-500:]))
+    if with_tensorflow:
+        rc, text, line, execs = _probe(_TF_PROBE)
+        evidence["tensorflow_onednn_isa"] = line
+        evidence["tensorflow_onednn_exec"] = execs[:2]
+        if rc != 0 or line != onednn_isa:
+            problems.append(f"TensorFlow's oneDNN reports isa {line!r} (expected {onednn_isa!r}; "
+                            f"probe exit {rc})" + ("" if rc == 0 else ": " + text[-500:]))
     if with_torch:
         rc, text, line, execs = _probe(_TORCH_PROBE)
         cap = re.search(r"torch_cpu_capability: (\S+)", text)
@@ -102,8 +104,9 @@ def verify(isa, build_info, with_torch):
 
 def describe(evidence):
     """One markdown line saying what was capped and how each cap was checked."""
-    parts = [f"resetlstm `build_info()['simd']['selected']` = `{evidence['resetlstm_simd_selected']}`",
-             f"TensorFlow's oneDNN (ONEDNN_VERBOSE) `isa:{evidence['tensorflow_onednn_isa']}`"]
+    parts = [f"resetlstm `build_info()['simd']['selected']` = `{evidence['resetlstm_simd_selected']}`"]
+    if "tensorflow_onednn_isa" in evidence:
+        parts.append(f"TensorFlow's oneDNN (ONEDNN_VERBOSE) `isa:{evidence['tensorflow_onednn_isa']}`")
     if "torch_onednn_isa" in evidence:
         parts.append(f"torch's oneDNN `isa:{evidence['torch_onednn_isa']}`, "
                      f"`torch.backends.cpu.get_cpu_capability()` = `{evidence['torch_cpu_capability']}`")

@@ -16,40 +16,52 @@ Every variant has the same weights and inputs; fwd+bwd is the forward plus the b
 sum(outputs * upstream) with gradients to the inputs and every weight; fwd runs under
 torch.inference_mode(). The variants of a case are timed interleaved, rep by rep in a rotating
 order; medians after warm-up. The fused module's outputs are checked against the loop's (with
-resets) and torch.nn.LSTM's (without). Writes torch-rl-<cpu>.json and .md.
+resets) and torch.nn.LSTM's (without). Writes torch-rl-<cpu>.json and .md (e.g.
+torch-rl-amd-epyc-zen4-2c).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
-import torch
 
-import resetlstm.torch as rt
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  bench/common.py: the CPU's name and file-name slug
+import isa_cap  # noqa: E402  bench/isa_cap.py: --isa avx2
+
+
+def _isa_from_argv(argv):
+    """--isa, read before torch and the kernels load (the caps are environment variables)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--isa", choices=sorted(isa_cap.CAPS), default=None)
+    return early.parse_known_args(argv)[0].isa
+
+
+if __name__ == "__main__" and _isa_from_argv(sys.argv[1:]):
+    isa_cap.apply(_isa_from_argv(sys.argv[1:]))
+
+import torch  # noqa: E402
+
+import resetlstm.torch as rt  # noqa: E402
+from resetlstm import _native  # noqa: E402
 
 RL_SHAPES = [(n, 128, 64, 256) for n in (8, 64, 256)]
 MAIN_SHAPES = [(64, 50, 128, 128), (256, 50, 256, 256), (1024, 20, 512, 512)]
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = {}
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-        name = fields.get("model name", "")
-        family, model = fields.get("cpu family", "?"), fields.get("model", "?")
-        flags = fields.get("flags", "").split()
-        isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
-        return f"{name} (family {family} model {model}, {isa}), {os.cpu_count()} CPUs"
-    except OSError:  # pragma: no cover
-        return platform.processor() or "unknown CPU"
+    """The CPU as the other benches name it (bench/common.py), e.g. 'AMD EPYC (zen4, family 25
+    model 17, avx512f), 2 CPUs'."""
+    cpu = common.cpu_info()
+    isa = "avx512f" if "avx512f" in cpu["flags_simd"] else "avx2" if "avx2" in cpu[
+        "flags_simd"] else "baseline"
+    arch = common.microarchitecture(cpu) or "?"
+    return (f"{cpu['model']} ({arch}, family {cpu.get('family', '?')} model "
+            f"{cpu.get('model_number', '?')}, {isa}), {os.cpu_count()} CPUs")
 
 
 def per_step_loop(lstm, x, starts, state):
@@ -139,6 +151,8 @@ def report(results, meta):
     lines = [f"# PyTorch: resetlstm.torch.ResetLSTM ({meta['cpu']})", "",
              f"torch {meta['torch']}, {meta['threads']} threads, median of {meta['reps']} reps "
              "(interleaved) after warm-up; speedup = peer time / resetlstm time.", ""]
+    if "isa_cap_described" in meta:
+        lines += [meta["isa_cap_described"], ""]
     for title, resets in (("(a) Recurrent PPO sequences, episodes ending at random (mean "
                            "length 30): fused vs the per-step loop", True),
                           ("(b) No resets: fused vs torch.nn.LSTM in one call", False)):
@@ -169,6 +183,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 reps (smoke test)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--isa", choices=sorted(isa_cap.CAPS), default=None,
+                        help="cap resetlstm and torch (oneDNN, ATen) to this instruction set, "
+                             "checked (bench/isa_cap.py); the file name says so")
     args = parser.parse_args(argv)
     for flag in ("reps", "warmup"):
         if getattr(args, flag) < (1 if flag == "reps" else 0):
@@ -179,6 +196,15 @@ def main(argv=None):
         rl, main_shapes, reps = [(4, 12, 8, 16)], [(4, 6, 8, 16)], 2
     meta = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "reps": reps}
+    if args.isa:
+        if os.environ.get("RESETLSTM_ISA") != isa_cap.CAPS[args.isa][0]["RESETLSTM_ISA"]:
+            parser.error("--isa must be given on the command line (the caps are set before "
+                         "torch loads)")
+        evidence = isa_cap.verify(args.isa, {"simd": {"selected": _native.selected_isa()}},
+                                  with_torch=True, with_tensorflow=False)
+        meta["isa_cap"] = evidence
+        meta["isa_cap_described"] = isa_cap.describe(evidence)
+        print(meta["isa_cap_described"], flush=True)
     print(f"{meta['cpu']}; torch {meta['torch']}, {meta['threads']} threads", flush=True)
     results = []
     for shapes, resets, modes in ((rl, True, ["fwdbwd"]), (rl, False, ["fwd", "fwdbwd"]),
@@ -189,7 +215,9 @@ def main(argv=None):
             print(f"  {shape} resets={resets}: " + ", ".join(
                 f"{k} {v:.2f} ms" for k, v in r["ms"].items()) + ", " + ", ".join(
                 f"{m} {r[f'speedup {m}']:.2f}x" for m in modes), flush=True)
-    tag = "quick" if args.quick else "cpu"
+    tag = "quick" if args.quick else common.host_kind(common.cpu_info(), torch.get_num_threads())
+    if args.isa:
+        tag += f"-{args.isa}-capped"
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"torch-rl-{tag}")
     with open(stem + ".json", "w") as f:
