@@ -30,14 +30,18 @@ class Float64Features(FlattenExtractor):
 
 
 def policies(layers=2, hidden=16, **kwargs):
+    """The stock policy and ours, each made right after torch.manual_seed(0): the same weights,
+    and the same state of torch's random generator afterwards."""
     obs_space = gym.spaces.Box(-1, 1, (4,))
     kwargs = dict(lstm_hidden_size=hidden, n_lstm_layers=layers,
                   features_extractor_class=Float64Features, **kwargs)
     torch.manual_seed(0)
     stock = RecurrentActorCriticPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3,
                                        **kwargs).double()
+    after_stock = torch.random.get_rng_state()
     torch.manual_seed(0)
     ours = ResetLstmPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3, **kwargs).double()
+    assert torch.equal(torch.random.get_rng_state(), after_stock)
     return stock, ours
 
 

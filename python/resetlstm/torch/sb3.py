@@ -32,12 +32,15 @@ __all__ = ["ResetLstmPolicy", "ResetLstmCnnPolicy", "ResetLstmMultiInputPolicy"]
 
 
 def _fused(lstm: nn.LSTM) -> ResetLSTM:
-    """A ResetLSTM with `lstm`'s configuration, weights, device and dtype (so a policy made
-    with a seed starts from exactly the stock policy's weights)."""
-    fused = ResetLSTM(lstm.input_size, lstm.hidden_size, num_layers=lstm.num_layers,
-                      bias=lstm.bias, batch_first=lstm.batch_first, dropout=lstm.dropout,
-                      bidirectional=lstm.bidirectional, device=lstm.weight_ih_l0.device,
-                      dtype=lstm.weight_ih_l0.dtype)
+    """A ResetLSTM with `lstm`'s configuration, weights, device and dtype. Made without drawing
+    from torch's random generator (its own initialisation is overwritten), so that a policy made
+    with a seed starts from exactly the stock policy's weights and draws the same random numbers
+    afterwards (actions, minibatches)."""
+    with torch.random.fork_rng(devices=[]):
+        fused = ResetLSTM(lstm.input_size, lstm.hidden_size, num_layers=lstm.num_layers,
+                          bias=lstm.bias, batch_first=lstm.batch_first, dropout=lstm.dropout,
+                          bidirectional=lstm.bidirectional, device=lstm.weight_ih_l0.device,
+                          dtype=lstm.weight_ih_l0.dtype)
     fused.load_state_dict(lstm.state_dict())
     return fused
 
