@@ -123,3 +123,26 @@ def test_recurrent_ppo_trains_with_it():
     for name, value in model.policy.lstm_actor.state_dict().items():
         assert not torch.equal(value, before[name]), f"{name} did not train"
     assert 0 < recurrent_ppo.evaluate(model, episodes=2) <= 500
+
+
+def test_training_follows_the_stock_policy():
+    """RecurrentPPO from one seed with the stock and the fused policy (float32, episodes ending
+    inside the training sequences): the same rollouts, minibatches and updates, so the trained
+    parameters agree up to float32 rounding of the different summation orders."""
+    sys.path.insert(0, EXAMPLES)
+    try:
+        import recurrent_ppo
+    finally:
+        sys.path.remove(EXAMPLES)
+    params = []
+    for policy in ("stock", "resetlstm"):
+        model = recurrent_ppo.make_model(policy, seed=3, n_envs=4, n_steps=32, batch_size=64,
+                                         n_epochs=2)
+        model.learn(total_timesteps=512)
+        params.append(model.policy.state_dict())
+    stock, ours = params
+    assert stock.keys() == ours.keys()
+    for name in stock:
+        a, b = stock[name].double(), ours[name].double()
+        scale = a.abs().max().clamp_min(1e-3)
+        assert (a - b).abs().max() <= 1e-5 * scale, name
