@@ -14,6 +14,7 @@ processes end with the weights one process gets on the whole batch. Writes DIR/r
 the final weights and the state of the rank's streams.
 """
 import argparse
+import gc
 import os
 
 import numpy as np
@@ -73,6 +74,13 @@ def main(argv=None):
     torch.save({"weights": module.state_dict(), "streams": streams, "state": state},
                os.path.join(args.out, f"rank{rank}.pt"))
     if world > 1:
+        # Free DDP (and its Reducer) while the process group is still registered, then destroy
+        # the group. In the other order the Reducer holds the group's last reference, and its
+        # destructor joins gloo's worker threads without releasing the GIL, while a worker may
+        # still be freeing a finished allreduce whose thread-local state needs the GIL: a
+        # deadlock at exit in torch 2.13 (2 of about 70 runs hung here).
+        del model, module
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -31,21 +32,38 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     single.mkdir(), multi.mkdir()
     port = str(free_port())
+    # The ranks write to files, not pipes: a rank blocked on a full pipe that nobody reads yet
+    # would stall the other rank's collectives too.
+    logs = [open(multi / f"rank{r}.log", "w+") for r in range(2)]
     procs = [subprocess.Popen([sys.executable, EXAMPLE, "--out", str(multi)],
                               env=dict(env, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                                        MASTER_PORT=port),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=logs[r], stderr=subprocess.STDOUT, text=True)
              for r in range(2)]
-    one = subprocess.run([sys.executable, EXAMPLE, "--out", str(single)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
     try:
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        one = subprocess.run([sys.executable, EXAMPLE, "--out", str(single)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert one.returncode == 0, one.stderr[-3000:]
+        deadline = time.monotonic() + 300
+        for p in procs:
+            try:
+                p.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
     finally:
+        hung = [p.poll() is None for p in procs]
         for p in procs:
             p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
-
+            p.wait()
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read()[-3000:])
+        log.close()
+    report = "\n".join(f"rank {r}, " + ("still running after 300 s, killed" if h else
+                                         f"exit status {p.returncode}") + f":\n{o}"
+                        for r, (p, h, o) in enumerate(zip(procs, hung, outputs)))
+    assert all(p.returncode == 0 for p in procs), report
     reference = torch.load(single / "rank0.pt")
     assert reference["streams"] == list(range(8))
     for rank in range(2):
