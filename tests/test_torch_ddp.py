@@ -34,12 +34,14 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
     port = str(free_port())
     # The ranks write to files, not pipes: a rank blocked on a full pipe that nobody reads yet
     # would stall the other rank's collectives too.
-    logs = [open(multi / f"rank{r}.log", "w+") for r in range(2)]
-    procs = [subprocess.Popen([sys.executable, EXAMPLE, "--out", str(multi)],
-                              env=dict(env, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                                       MASTER_PORT=port),
-                              stdout=logs[r], stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
+    logs = [multi / f"rank{r}.log" for r in range(2)]
+    procs = []
+    for r, log in enumerate(logs):
+        with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+            procs.append(subprocess.Popen(
+                [sys.executable, EXAMPLE, "--out", str(multi)],
+                env=dict(env, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                         MASTER_PORT=port), stdout=out, stderr=subprocess.STDOUT))
     try:
         one = subprocess.run([sys.executable, EXAMPLE, "--out", str(single)], env=env,
                              capture_output=True, text=True, timeout=300)
@@ -55,15 +57,12 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
         for p in procs:
             p.kill()
             p.wait()
-    outputs = []
-    for log in logs:
-        log.seek(0)
-        outputs.append(log.read()[-3000:])
-        log.close()
     report = "\n".join(f"rank {r}, " + ("still running after 300 s, killed" if h else
-                                         f"exit status {p.returncode}") + f":\n{o}"
-                        for r, (p, h, o) in enumerate(zip(procs, hung, outputs)))
+                                         f"exit status {p.returncode}")
+                        + f":\n{log.read_text()[-3000:]}"
+                        for r, (p, h, log) in enumerate(zip(procs, hung, logs)))
     assert all(p.returncode == 0 for p in procs), report
+
     reference = torch.load(single / "rank0.pt")
     assert reference["streams"] == list(range(8))
     for rank in range(2):
