@@ -9,7 +9,7 @@ new stream at each step (serving_bench's schedule). Variants:
 - fused: ``resetlstm.StreamingModel.step`` (the fused op, state in the layer's variables);
 - portable SavedModel: ``StreamingModel.export(path, portable=True)`` loaded with
   ``tf.saved_model.load``, its ``step`` function (stock TF ops, state in variables);
-- LiteRT: ``resetlstm.export.export_litert(server)`` in ``ai_edge_litert``'s interpreter (its
+- LiteRT: ``resetlstm.tf.export_litert(server)`` in ``ai_edge_litert``'s interpreter (its
   default XNNPACK delegate, ``num_threads`` = the cores), the state (h, c) passed in and out as
   numpy arrays, as on a device;
 - ONNX Runtime: ``export_onnx(server)`` in an ``onnxruntime.InferenceSession`` (CPU provider,
@@ -59,7 +59,7 @@ def explicit_state_server(run, slots, state_size):
 def make_servers(model, slots, directory, threads):
     import tensorflow as tf
     import resetlstm
-    from resetlstm.export import export_litert, export_onnx
+    from resetlstm.tf import export_litert, export_onnx
 
     servers = {}
     fused = resetlstm.StreamingModel(model, slots)

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 import resetlstm
-from resetlstm import ops
+from resetlstm.tf import ops
 
 from conftest import DIFF_NAMES, make_problem, reference_for, run_reset_lstm
 
@@ -164,7 +164,7 @@ import json, sys
 sys.path.insert(0, {here!r})
 import numpy as np, tensorflow as tf
 import resetlstm
-from resetlstm import ops
+from resetlstm.tf import ops
 out = {{"info": resetlstm.build_info(), "errors": {{}}, "outputs": {{}}}}
 ops._NATIVE_BF16 = True  # run the bf16 kernels even though their GEMM is emulated here
 import test_bf16 as t

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import resetlstm
 from resetlstm.data import pack_documents
-from resetlstm.layers import ResetLSTM, backward_resets
+from resetlstm.keras import ResetLSTM, backward_resets
 
 from conftest import random_dropout_mask
 from reference import reference_forward
@@ -475,7 +475,7 @@ def test_keras_own_lstm_tests_pass_against_resetlstm(backend):
                           capture_output=True, text=True, timeout=600)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
-    assert "-> <class 'resetlstm.layers.ResetLSTM'>" in proc.stdout, tail
+    assert "-> <class 'resetlstm.keras.layers.ResetLSTM'>" in proc.stdout, tail
     summary = [line for line in proc.stdout.splitlines() if " passed" in line][-1]
     passed = int(summary.split(" passed")[0].split()[-1])
     assert passed >= 35 and "failed" not in summary and "error" not in summary, summary

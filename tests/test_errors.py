@@ -254,7 +254,7 @@ def test_core_message_strips_trace():
 def test_gradient_op_rejects_saved_tensors_of_another_shape():
     """ResetLSTMGrad checks what it receives from the forward against the forward's shapes."""
     tf = tf_()
-    from resetlstm import ops
+    from resetlstm.tf import ops
     x, k, r = tf.zeros([2, 3, 4]), tf.zeros([4, 8]), tf.zeros([2, 8])
     y, h, c = tf.zeros([2, 3, 2]), tf.zeros([2, 2]), tf.zeros([2, 2])
     no_flags, no_state = tf.zeros([0], tf.bool), tf.zeros([0])

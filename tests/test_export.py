@@ -1,4 +1,4 @@
-"""Portable export (resetlstm.portable, resetlstm.export): the stock-op lowering against the fused
+"""Portable export (resetlstm.tf.portable, resetlstm.tf.export): the stock-op lowering against the fused
 op and the float64 reference, every ResetLSTM option against the fused model, the refusals, and
 the exported SavedModel / LiteRT / ONNX models run in fresh processes where resetlstm cannot be
 imported (and, for LiteRT and ONNX Runtime, TensorFlow neither)."""
@@ -17,9 +17,10 @@ import tensorflow as tf
 
 import resetlstm
 from resetlstm import StreamingModel
-from resetlstm.export import export_litert, export_onnx, export_portable, portable_function
-from resetlstm.layers import ResetLSTM
-from resetlstm.portable import lowered, portable_reset_lstm, reset_lstm_layers
+from resetlstm.tf.export import export_litert, export_onnx, export_portable, portable_function
+from resetlstm.keras import ResetLSTM
+from resetlstm.tf.model_layers import reset_lstm_layers
+from resetlstm.tf.portable import lowered, portable_reset_lstm
 from reference import reference_forward
 from test_streaming import V, serve, trained_pair
 

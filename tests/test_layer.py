@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import resetlstm
 from resetlstm.data import pack_documents
-from resetlstm.layers import ResetLSTM
+from resetlstm.keras import ResetLSTM
 
 ATOL = 2e-5  # float32, short sequences
 
@@ -513,7 +513,7 @@ MIRRORED_SCRIPT = """
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from resetlstm.layers import ResetLSTM
+    from resetlstm.keras import ResetLSTM
 
     B, T, I, H = 8, 6, 3, 5
     rng = np.random.default_rng(0)

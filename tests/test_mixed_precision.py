@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import resetlstm
 from resetlstm import demo
-from resetlstm.layers import ResetLSTM
+from resetlstm.keras import ResetLSTM
 
 from conftest import DIFF_NAMES, make_problem, run_reset_lstm
 
@@ -42,7 +42,7 @@ def f32(a):
 def widened_bf16(monkeypatch):
     """bfloat16 through the float32 kernels (what reset_lstm does without AVX512-BF16 or with
     a GPU; tests/test_bf16.py covers the bf16 kernels)."""
-    monkeypatch.setattr(resetlstm.ops, "_NATIVE_BF16", False)
+    monkeypatch.setattr(resetlstm.tf.ops, "_NATIVE_BF16", False)
 
 
 @pytest.mark.parametrize("half", HALF)
@@ -146,11 +146,11 @@ CPU_PROBE = FakeDevice("/device:CPU:0")                               # pinned t
 ], ids=["ampere-eager", "ampere-graph", "ampere-pinned-cpu", "ampere-pinned-bf16-cpu",
         "turing", "cpu-bf16", "cpu-plain"])
 def test_which_half_types_run_natively(gpu_half, cpu_bf16, probe, native, monkeypatch):
-    monkeypatch.setattr(resetlstm.ops, "_GPU_HALF", frozenset(gpu_half))
-    monkeypatch.setattr(resetlstm.ops, "_NATIVE_BF16", cpu_bf16)
-    got = {name for name in HALF if resetlstm.ops._runs_natively(tf.as_dtype(name), probe)}
+    monkeypatch.setattr(resetlstm.tf.ops, "_GPU_HALF", frozenset(gpu_half))
+    monkeypatch.setattr(resetlstm.tf.ops, "_NATIVE_BF16", cpu_bf16)
+    got = {name for name in HALF if resetlstm.tf.ops._runs_natively(tf.as_dtype(name), probe)}
     assert got == native
-    assert resetlstm.ops._runs_natively(tf.float32, CPU_PROBE)
+    assert resetlstm.tf.ops._runs_natively(tf.float32, CPU_PROBE)
 
 
 @pytest.mark.parametrize("cuda_build, capabilities, expected", [
@@ -163,13 +163,13 @@ def test_gpu_half_dtypes_from_the_devices(cuda_build, capabilities, expected, mo
     """_gpu_half_dtypes() reads the physical GPUs' compute capabilities (faked here: no machine
     of this project's CI has a GPU) and build_info() reports the result."""
     gpus = [f"GPU:{i}" for i in range(len(capabilities))]
-    monkeypatch.setattr(resetlstm.ops, "_GPU_HALF", None)
-    monkeypatch.setattr(resetlstm.ops._build_info, "CUDA", cuda_build)
+    monkeypatch.setattr(resetlstm.tf.ops, "_GPU_HALF", None)
+    monkeypatch.setattr(resetlstm.tf.ops._build_info, "CUDA", cuda_build)
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: list(gpus) if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "get_device_details",
                         lambda d: {"compute_capability": capabilities[gpus.index(d)]})
-    assert resetlstm.ops._gpu_half_dtypes() == expected
+    assert resetlstm.tf.ops._gpu_half_dtypes() == expected
     info = resetlstm.build_info()
     assert info["gpu_half"] == {"float16": "float16" in expected,
                                 "bfloat16": "bfloat16" in expected}
@@ -188,7 +188,7 @@ def op_dtype(fn, dtype):
 def test_the_op_gets_half_arguments_where_it_runs_them(monkeypatch):
     """Through reset_lstm itself (traced, since no GPU runs it here): with a GPU that runs
     float16 the op node is float16, unless the caller pins the CPU, where it is float32."""
-    monkeypatch.setattr(resetlstm.ops, "_GPU_HALF", frozenset({"float16"}))
+    monkeypatch.setattr(resetlstm.tf.ops, "_GPU_HALF", frozenset({"float16"}))
     weights = [tf.zeros([4, 8], tf.float16), tf.zeros([2, 8], tf.float16),
                tf.zeros([8], tf.float16)]
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import resetlstm
 from resetlstm import StreamingModel
-from resetlstm.layers import ResetLSTM
+from resetlstm.keras import ResetLSTM
 from test_layer import run_python
 
 V, E, H1, H2 = 23, 6, 9, 7

@@ -161,7 +161,7 @@ def windows(docs, seq_len):
 def build_model(args, batch_size=None, seq_len=None, stock=False):
     """tokens [B, T] (+ resets [B, T] for ResetLSTM) -> logits [B, T, 256]."""
     import keras
-    from resetlstm.layers import ResetLSTM
+    from resetlstm.keras import ResetLSTM
 
     tokens = keras.Input(batch_shape=(batch_size, seq_len), dtype="int32", name="tokens")
     h = keras.layers.Embedding(VOCAB, args.embed, name="embed")(tokens)

@@ -12,7 +12,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from resetlstm import _keras_backend
+from resetlstm.keras import _backend as _keras_backend
 
 try:  # Keras 3.6+: the mask attached to a tensor, on every backend
     from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
@@ -27,7 +27,7 @@ _SIGMOID = (keras.activations.sigmoid, ops.sigmoid)
 if _keras_backend.backend() == "tensorflow":
     import tensorflow as tf
 
-    import resetlstm.ops  # noqa: F401  registers the op, so SavedModels load after `import resetlstm`
+    import resetlstm.tf.ops  # noqa: F401  registers the op, so SavedModels of the layer load
 
     _TANH += (tf.tanh, tf.math.tanh)
     _SIGMOID += (tf.sigmoid, tf.math.sigmoid)
@@ -329,7 +329,7 @@ class ResetLSTM(keras.layers.LSTM):
     def _op_arguments(self, sequences, initial_state, mask, training, resets):
         """The layer's semantics up to the fused op: the Keras mask, dtypes, shape checks, a
         stateful layer's stored state, the dropout masks, go_backwards. Returns the keyword
-        arguments of ``reset_lstm`` (any backend's, or ``resetlstm.portable``'s) for this
+        arguments of ``reset_lstm`` (any backend's, or ``resetlstm.tf.portable``'s) for this
         call."""
         if mask is None:
             # Keras fills `mask` itself only when `sequences` is the sole tensor argument.

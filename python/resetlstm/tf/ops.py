@@ -8,7 +8,9 @@ import tensorflow as tf
 from resetlstm import _build_info
 from resetlstm._version import __version__
 
-_LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resetlstm_ops.so")
+# The op library sits at the package root (CMake installs every native library there).
+_LIBRARY_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "_resetlstm_ops.so")
 _ops = tf.load_op_library(_LIBRARY_PATH)
 
 # The kernels take float32 and float64, and half types: inputs, weights, outputs and saved

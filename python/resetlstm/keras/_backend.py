@@ -29,7 +29,7 @@ def reset_lstm_op():
     resets=, initial_state=, mask=, recurrent_dropout_mask=) -> (outputs, h, c)."""
     name = backend()
     if name == "tensorflow":
-        from resetlstm.ops import reset_lstm
+        from resetlstm.tf.ops import reset_lstm
     elif name == "torch":
         from resetlstm.torch.ops import reset_lstm
     elif name == "jax":

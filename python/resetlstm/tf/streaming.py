@@ -19,43 +19,25 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from resetlstm.layers import ResetLSTM
-from resetlstm.ops import _flag_tensor
+from resetlstm.keras import ResetLSTM
+from resetlstm.tf.model_layers import all_layers
+from resetlstm.tf.ops import _flag_tensor
+from resetlstm.tf.portable import lowered
+from resetlstm.tf.stock_ops import check_stock
 
 __all__ = ["StreamingModel"]
 
 
 def _lowered_if(portable, model):
-    """resetlstm.portable.lowered(model) when ``portable``, else nothing."""
-    if not portable:
-        return contextlib.nullcontext()
-    from resetlstm.portable import lowered
-
-    return lowered(model)
-
-
-def _all_layers(model):
-    """Every layer inside `model`, nested models and wrappers included."""
-    seen, stack, found = set(), list(model.layers), []
-    while stack:
-        layer = stack.pop(0)
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        found.append(layer)
-        stack.extend(getattr(layer, "layers", []) or [])
-        for attr in ("layer", "forward_layer", "backward_layer"):
-            inner = getattr(layer, attr, None)
-            if isinstance(inner, keras.layers.Layer):
-                stack.append(inner)
-    return found
+    """resetlstm.tf.portable.lowered(model) when ``portable``, else nothing."""
+    return lowered(model) if portable else contextlib.nullcontext()
 
 
 def _resets_inputs(model):
     """Indices of the model inputs that go straight into some ResetLSTM's ``resets``."""
     inputs = list(model.inputs)
     found = set()
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if not isinstance(layer, ResetLSTM):
             continue
         for node in getattr(layer, "_inbound_nodes", []):
@@ -147,7 +129,7 @@ class StreamingModel:
             model, input_tensors=(type(structure)(new_inputs)
                                   if isinstance(structure, (list, tuple)) else new_inputs[0]),
             clone_function=clone_layer, recursive=True)
-        self._lstms = [l for l in _all_layers(self._model) if isinstance(l, ResetLSTM)]
+        self._lstms = [l for l in all_layers(self._model) if isinstance(l, ResetLSTM)]
         self.sync_weights()
         self._step_fn = tf.function(self._step_graph, reduce_retracing=True)
         self._release_fn = tf.function(self._zero_slots, reduce_retracing=True)
@@ -156,7 +138,7 @@ class StreamingModel:
     @staticmethod
     def _check_layers(model):
         lstms = 0
-        for layer in _all_layers(model):
+        for layer in all_layers(model):
             if isinstance(layer, ResetLSTM):
                 if layer.go_backwards:
                     raise ValueError(
@@ -272,7 +254,7 @@ class StreamingModel:
         ``portable=False``: the graph holds the fused op; load with ``import resetlstm`` first
         (it registers the op), then ``tf.saved_model.load(path)``; TF Serving needs the op
         library ``resetlstm/_resetlstm_ops.so`` loaded as a custom op. ``portable=True``: every
-        ResetLSTM is lowered to stock TensorFlow ops (``resetlstm.portable``), so it loads in
+        ResetLSTM is lowered to stock TensorFlow ops (``resetlstm.tf.portable``), so it loads in
         any TensorFlow process and in stock TF Serving, without resetlstm (same outputs to
         ~1e-6; the fused op is faster, see docs/deploying.md).
         """
@@ -299,9 +281,7 @@ class StreamingModel:
         with _lowered_if(portable, self._model):
             concrete = step.get_concrete_function()
             if portable:
-                from resetlstm.export import _check_stock
-
-                _check_stock(concrete, "StreamingModel.export")
+                check_stock(concrete, "StreamingModel.export")
             tf.saved_model.save(module, str(path), signatures={
                 "serving_default": concrete,
                 "step": concrete,
@@ -312,9 +292,6 @@ class StreamingModel:
         ``f(<inputs>, new_stream, h, c) -> {"output_0": ..., "h_next": h', "c_next": c'}``,
         ``h`` and ``c`` ``[slots, state_size]`` float32 (every ResetLSTM's state side by side);
         the variables of the streaming copy are neither read nor written."""
-        from resetlstm.export import _check_stock
-        from resetlstm.portable import lowered
-
         units = [layer.units for layer in self._lstms]
         state = [tf.TensorSpec((self.slots, self.state_size), tf.float32, name=n)
                  for n in ("h", "c")]
@@ -339,7 +316,7 @@ class StreamingModel:
 
         with lowered(self._model) as context["lowering"]:
             concrete = step.get_concrete_function()
-        _check_stock(concrete, "StreamingModel (explicit-state step)")
+        check_stock(concrete, "StreamingModel (explicit-state step)")
         return step
 
     def __repr__(self):

@@ -23,9 +23,9 @@ import functools
 
 import tensorflow as tf
 
-from resetlstm.layers import ResetLSTM
+from resetlstm.tf.model_layers import reset_lstm_layers
 
-__all__ = ["portable_reset_lstm", "lowered", "reset_lstm_layers"]
+__all__ = ["portable_reset_lstm", "lowered"]
 
 _HALF = (tf.float16, tf.bfloat16)
 
@@ -132,13 +132,6 @@ def portable_reset_lstm(inputs, kernel, recurrent_kernel, bias, resets=None, ini
         return tuple(tf.cast(t, dtype) for t in (outputs, h, c))
 
 
-def reset_lstm_layers(model):
-    """Every ``ResetLSTM`` inside ``model`` (nested models and wrappers included)."""
-    from resetlstm.streaming import _all_layers
-
-    return [layer for layer in _all_layers(model) if isinstance(layer, ResetLSTM)]
-
-
 class _Lowering:
     """State of one ``lowered`` context: explicit (h, c) per layer to start from (instead of a
     stateful layer's variables) and the (h, c) each layer ended with."""
@@ -178,7 +171,7 @@ def lowered(model):
     for layer in layers:
         if "call" in vars(layer):
             raise RuntimeError(f"ResetLSTM '{layer.name}' is already lowered (nested "
-                               "resetlstm.portable.lowered contexts on one model)")
+                               "resetlstm.tf.portable.lowered contexts on one model)")
     lowering = _Lowering(layers)
     try:
         for layer in layers:  # an instance attribute: Keras looks `self.call` up at each call

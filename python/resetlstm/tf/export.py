@@ -2,7 +2,7 @@
 
 A model exported as it is (``model.export``, ``StreamingModel.export``) holds the custom op
 ``ResetLSTM`` and loads only where ``import resetlstm`` ran. These exporters trace it with the
-op lowered to stock TensorFlow ops (``resetlstm.portable``), so the result runs anywhere:
+op lowered to stock TensorFlow ops (``resetlstm.tf.portable``), so the result runs anywhere:
 
 - ``export_portable(model, path)``: a SavedModel (``serve`` endpoint and ``serving_default``
   signature, as ``model.export`` writes) for ``tf.saved_model.load``, TF Serving, converters;
@@ -24,37 +24,14 @@ import os
 import tensorflow as tf
 import keras
 
-from resetlstm.portable import lowered, reset_lstm_layers
+from resetlstm.tf.model_layers import reset_lstm_layers
+from resetlstm.tf.portable import lowered
+from resetlstm.tf.stock_ops import check_stock
+from resetlstm.tf.streaming import StreamingModel
 
 __all__ = ["export_portable", "export_litert", "export_onnx", "portable_function"]
 
-_CUSTOM_OPS = ("ResetLSTM", "ResetLSTMGrad")
-
-
-def _op_types(graph_def):
-    """(op type, node name) of every node, function bodies (while loops) included."""
-    for node in graph_def.node:
-        yield node.op, node.name
-    for function in graph_def.library.function:
-        for node in function.node_def:
-            yield node.op, f"{function.signature.name}/{node.name}"
-
-
-def _check_stock(concrete, caller):
-    """Refuse a traced function that still holds resetlstm's custom op (a layer that calls
-    ``resetlstm.reset_lstm`` itself rather than through ``ResetLSTM``)."""
-    left = [name for op, name in _op_types(concrete.graph.as_graph_def()) if op in _CUSTOM_OPS]
-    if left:
-        raise ValueError(
-            f"{caller}: the traced model still holds resetlstm's custom op at {left[:3]}: only "
-            "ResetLSTM layers are lowered to stock ops. A layer that calls "
-            "resetlstm.reset_lstm itself must call resetlstm.portable.portable_reset_lstm "
-            "(the same arguments and results) to be exported portably.")
-
-
 def _is_streaming(model):
-    from resetlstm.streaming import StreamingModel
-
     return isinstance(model, StreamingModel)
 
 
@@ -132,7 +109,7 @@ def portable_function(model, batch_size=None, input_signature=None):
 
     with lowered(model):
         concrete = serve.get_concrete_function()
-    _check_stock(concrete, "portable_function")
+    check_stock(concrete, "portable_function")
     return serve
 
 
@@ -173,7 +150,7 @@ def export_portable(model, path, input_signature=None):
 
     with lowered(model):
         concrete = serve.get_concrete_function()
-        _check_stock(concrete, "export_portable")
+        check_stock(concrete, "export_portable")
         module = _tracked_module([concrete])
         module.serve = serve
         tf.saved_model.save(module, os.fspath(path), signatures={"serving_default": concrete})
