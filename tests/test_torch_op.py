@@ -133,13 +133,55 @@ def test_no_gradient_without_requires_grad_saves_nothing():
     np.testing.assert_allclose(y.numpy(), out[0].numpy(), rtol=0, atol=0)
 
 
-def test_double_backward_is_refused_clearly():
-    p = make_problem(2, 2, 3, 2, 3)
-    x, k, r, b = (torch.tensor(p[n], requires_grad=True) for n in DIFF[:4])
-    y, _, _ = rt.reset_lstm(x, k, r, b)
-    (gx,) = torch.autograd.grad(y.sum(), [x], create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        gx.sum().backward()
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch-major", "time-major"])
+def test_gradgradcheck_float64(time_major):
+    """Double backward (create_graph=True) against finite differences of the gradient, through
+    resets, a mask, an initial state and a recurrent dropout mask."""
+    p = make_problem(3, 3, 4, 2, 3, resets=True, state=True, mask=True, dropout=True)
+    tm = (lambda a: a.transpose(0, 1)) if time_major else (lambda a: a)
+    resets, mask = tm(torch.tensor(p["resets"])), tm(torch.tensor(p["mask"]))
+    drop = torch.tensor(p["dropout"])
+    args = [torch.tensor(p[n], requires_grad=True) for n in DIFF]
+    args[0] = tm(args[0].detach()).requires_grad_()
+
+    def f(x, k, r, b, h0, c0):
+        return rt.reset_lstm(x, k, r, b, resets=resets, initial_state=(h0, c0), mask=mask,
+                             recurrent_dropout_mask=drop, time_major=time_major)
+
+    assert torch.autograd.gradgradcheck(f, args)
+
+
+def test_double_backward_matches_the_fused_first_derivative():
+    """Under create_graph the gradient comes from the composite: the same values as the fused
+    kernels' (float64), and a gradient of it that equals torch.nn.LSTM's."""
+    p = make_problem(4, 4, 6, 3, 5, resets=True, state=True)
+    resets = torch.tensor(p["resets"])
+    args = [torch.tensor(p[n], requires_grad=True) for n in DIFF]
+
+    def grads(create_graph):
+        y, h, c = rt.reset_lstm(*args[:4], resets=resets, initial_state=tuple(args[4:]))
+        loss = (y.sin().sum() + h.sum() + (c * c).sum())
+        return torch.autograd.grad(loss, args, create_graph=create_graph)
+
+    fused, composite = grads(False), grads(True)
+    for a, b in zip(fused, composite):
+        assert b.requires_grad
+        np.testing.assert_allclose(b.detach().numpy(), a.numpy(), rtol=0, atol=1e-12)
+    # without resets the op is torch.nn.LSTM: the second derivative must agree too
+    x, k, r, b, h0, c0 = args
+    lstm = torch.nn.LSTM(3, 5, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(k.t())
+        lstm.weight_hh_l0.copy_(r.t())
+        lstm.bias_ih_l0.copy_(b)
+        lstm.bias_hh_l0.zero_()
+    second = []
+    for run in (lambda: rt.reset_lstm(x, k, r, b, initial_state=(h0, c0))[0],
+                lambda: lstm(x, (h0[None], c0[None]))[0]):
+        (dx,) = torch.autograd.grad(run().tanh().sum(), x, create_graph=True)
+        (ddx,) = torch.autograd.grad((dx ** 2).sum(), x)
+        second.append(ddx)
+    np.testing.assert_allclose(second[0].numpy(), second[1].numpy(), rtol=0, atol=1e-12)
 
 
 def test_resets_as_numbers_and_numpy():
@@ -150,6 +192,22 @@ def test_resets_as_numbers_and_numpy():
                    p["resets"].tolist()):
         got = rt.reset_lstm(x, k, r, b, resets=resets)[0]
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+class _OnAnotherDevice(torch.Tensor):
+    """A CPU tensor that says it lives on an XLA device (none is installed here)."""
+
+    @property
+    def device(self):
+        return torch.device("xla", 0)
+
+
+def test_meta_tensors_give_shapes():
+    x, k = torch.zeros(2, 3, 4, device="meta"), torch.zeros(4, 20, device="meta")
+    r, b = torch.zeros(5, 20, device="meta"), torch.zeros(20, device="meta")
+    y, h, c = rt.reset_lstm(x, k, r, b, resets=torch.zeros(2, 3, dtype=torch.bool, device="meta"))
+    assert (y.shape, h.shape, c.shape) == ((2, 3, 5), (2, 5), (2, 5))
+    assert y.is_meta and h.is_meta and c.is_meta
 
 
 def test_argument_errors_name_the_argument():
@@ -171,7 +229,10 @@ def test_argument_errors_name_the_argument():
          ValueError, r"initial_state\[1\] \(c\)` must have shape \[B, H\] = \[2, 5\]"),
         (lambda: rt.reset_lstm(x, k, r, b, recurrent_dropout_mask=torch.zeros(2, 5).double()),
          ValueError, "`recurrent_dropout_mask` has dtype"),
-        (lambda: rt.reset_lstm(x.to("meta"), k, r, b), ValueError, "resetlstm runs on CPU and CUDA"),
+        (lambda: rt.reset_lstm(x.as_subclass(_OnAnotherDevice), k, r, b), ValueError,
+         "`inputs` is on xla:0; resetlstm runs on CPU and CUDA"),
+        (lambda: rt.reset_lstm(x.to("meta"), k, r, b), ValueError,
+         "`kernel` is on cpu but `inputs` is on meta"),
     ]
     for call, error, pattern in cases:
         with pytest.raises(error, match=pattern):

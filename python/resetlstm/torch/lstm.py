@@ -21,11 +21,30 @@ def backward_resets(resets: Tensor, time_axis: int) -> Tensor:
     sequence starts at its *last* step, so reversed step s (forward step T-1-s) resets when a
     sequence starts at forward step T-s, the step after it: ``result[s] = resets[T-s]`` along
     ``time_axis`` for s >= 1 and ``result[0] = False`` (the rule of
-    ``resetlstm.layers.backward_resets``)."""
+    ``resetlstm.keras.backward_resets``)."""
     flipped = resets.flip(time_axis)
     first = torch.zeros_like(flipped.narrow(time_axis, 0, 1))
     return torch.cat([first, flipped.narrow(time_axis, 0, flipped.shape[time_axis] - 1)],
                      time_axis)
+
+
+class _KerasLayout(torch.autograd.Function):
+    """``weight.t().contiguous()``: a torch weight [4H, in] as the kernels' [in, 4H]. Its gradient
+    comes back contiguous in the weight's own layout, as torch.nn.LSTM's does (plain
+    ``.t().contiguous()`` would hand ``torch.autograd.grad`` a transposed view), and stays
+    differentiable (double backward)."""
+
+    @staticmethod
+    def forward(weight: Tensor) -> Tensor:
+        return weight.t().contiguous()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.t().contiguous()
 
 
 def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
@@ -93,10 +112,15 @@ class ResetLSTM(nn.RNNBase):
         if not is_batched:
             input = input.unsqueeze(batch_dim)
         batch = input.shape[batch_dim]
+        if input.shape[1 - batch_dim] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if hx is not None:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise ValueError("LSTM: `hx` must be a tuple (h_0, c_0), got "
+            if not isinstance(hx, (tuple, list)):
+                raise ValueError("LSTM: `hx` must be a tuple (h_0, c_0) of tensors, got "
                                  f"{type(hx).__name__}")
+            if len(hx) != 2:
+                raise RuntimeError(f"lstm expects two hidden states (h_0, c_0), got {len(hx)}")
+            self._check_hidden_types(input, hx)
             want = 3 if is_batched else 2
             if hx[0].dim() != want or hx[1].dim() != want:
                 raise RuntimeError(
@@ -148,8 +172,8 @@ class ResetLSTM(nn.RNNBase):
         call: a copy kept between calls could not see a parameter changed through `.data`
         (which bumps no version counter: target networks, EMA and polyak updates do it)."""
         w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
-        kernel = w_ih.to(dtype).t().contiguous()
-        recurrent = w_hh.to(dtype).t().contiguous()
+        kernel = _KerasLayout.apply(w_ih.to(dtype))
+        recurrent = _KerasLayout.apply(w_hh.to(dtype))
         if self.bias:
             bias = (getattr(self, f"bias_ih_{name}") + getattr(self, f"bias_hh_{name}")).to(dtype)
         else:
@@ -163,6 +187,24 @@ class ResetLSTM(nn.RNNBase):
         expected = self.get_expected_hidden_size(input, None)
         self.check_hidden_size(hx[0], expected, "Expected hidden[0] size {}, got {}")
         self.check_hidden_size(hx[1], expected, "Expected hidden[1] size {}, got {}")
+
+    @staticmethod
+    def _check_hidden_types(input: Tensor, hx) -> None:
+        """h_0 and c_0 must be tensors of the input's dtype (outside autocast, which casts them
+        all) on the input's device: torch.nn.LSTM raises RuntimeErrors for both."""
+        for name, state in (("h_0", hx[0]), ("c_0", hx[1])):
+            if not isinstance(state, Tensor):
+                raise TypeError(f"LSTM: `hx` must hold tensors (h_0, c_0); {name} is a "
+                                f"{type(state).__name__}")
+            if state.device != input.device:
+                raise RuntimeError(
+                    "Input and hidden tensors are not at the same device, found input tensor "
+                    f"at {input.device} and hidden tensor ({name}) at {state.device}")
+            if state.dtype != input.dtype and _autocast_dtype(input.device.type) is None:
+                raise RuntimeError(
+                    f"LSTM: hidden state {name} has dtype {state.dtype} but the input has "
+                    f"{input.dtype}; h_0 and c_0 must have the input's dtype (convert them: "
+                    f"{name}.to({input.dtype}))")
 
     def _check_resets(self, resets, input: Tensor, is_batched: bool, batch_dim: int) -> Tensor:
         resets = torch.as_tensor(resets, device=input.device)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from resetlstm import _native
+from resetlstm.torch.composite import reset_lstm_composite
 
 __all__ = ["reset_lstm"]
 
@@ -192,8 +193,9 @@ def _setup_context(ctx, inputs, output):
     outputs, _h, _c, gates, cells = output
     # Without saved activations (training=False) backward recomputes them: the op is
     # differentiable either way; reset_lstm asks for them whenever a gradient can be taken.
-    ctx.save_for_backward(x, kernel, recurrent_kernel, bias if not training else None, resets,
-                          mask, h0, c0, drop, outputs, gates, cells)
+    # (The bias is kept either way, for the double-backward composite; it is not copied.)
+    ctx.save_for_backward(x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop,
+                          outputs, gates, cells)
     ctx.time_major, ctx.training = time_major, training
     ctx.set_materialize_grads(False)  # absent upstream gradients stay None: zeros in the kernel
 
@@ -201,6 +203,10 @@ def _setup_context(ctx, inputs, output):
 def _forward_backward(ctx, d_outputs, d_h, d_c, _d_gates, _d_cells):
     x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop, outputs, gates, cells = \
         ctx.saved_tensors
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # create_graph=True: the gradient must be differentiable itself (double backward)
+        return _differentiable_backward(ctx, (x, kernel, recurrent_kernel, bias, resets, mask,
+                                              h0, c0, drop), (d_outputs, d_h, d_c))
     if not ctx.training:
         outputs, _, _, gates, cells = _forward(x, kernel, recurrent_kernel, bias, resets, mask,
                                                h0, c0, drop, ctx.time_major, True)
@@ -212,13 +218,39 @@ def _forward_backward(ctx, d_outputs, d_h, d_c, _d_gates, _d_cells):
     return dx, dk, drk, db, None, None, dh0, dc0, None, None, None
 
 
+# Positions of the differentiable arguments of resetlstm::forward: inputs, kernel,
+# recurrent_kernel, bias, h0, c0.
+_DIFFERENTIABLE = (0, 1, 2, 3, 6, 7)
+
+
+def _differentiable_backward(ctx, saved, upstream):
+    """The op's gradients as differentiable tensors: autograd through the composite
+    (resetlstm.torch.composite) of the same computation, recorded so that the gradients can
+    be differentiated again. Used only when backward runs with create_graph=True."""
+    x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop = saved
+    args = (x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop)
+    wanted = [i for i in _DIFFERENTIABLE if ctx.needs_input_grad[i] and args[i] is not None]
+    results = [None] * 11
+    pairs = [(out, grad) for out, grad in
+             zip(reset_lstm_composite(*args, ctx.time_major), upstream) if grad is not None]
+    if not wanted or not pairs:
+        return tuple(results)
+    grads = torch.autograd.grad([out for out, _ in pairs], [args[i] for i in wanted],
+                                [grad for _, grad in pairs], create_graph=True,
+                                allow_unused=True)
+    for i, grad in zip(wanted, grads):
+        results[i] = torch.zeros_like(args[i]) if grad is None else grad
+    return tuple(results)
+
+
 torch.library.register_autograd("resetlstm::forward", _forward_backward,
                                 setup_context=_setup_context)
 
 
 def _no_double_backward(ctx, *grads):
-    raise RuntimeError("resetlstm: the gradient of resetlstm's backward (double backward, "
-                       "create_graph=True through the LSTM) is not implemented")
+    raise RuntimeError("resetlstm: the fused backward has no gradient of its own. Double "
+                       "backward (create_graph=True) runs eagerly, through a differentiable "
+                       "composite of the LSTM; it is not available inside torch.compile")
 
 
 torch.library.register_autograd("resetlstm::backward", _no_double_backward,
@@ -247,9 +279,9 @@ def _check_float(value, name: str, like: Optional[Tensor] = None) -> Tensor:
         if value.dtype not in _KERNEL_DTYPES + _HALF_DTYPES:
             raise ValueError(f"reset_lstm: `{name}` must be float32, float64, float16 or "
                              f"bfloat16, got {value.dtype}")
-        if value.device.type not in ("cpu", "cuda"):
+        if value.device.type not in ("cpu", "cuda", "meta"):
             raise ValueError(f"reset_lstm: `{name}` is on {value.device}; resetlstm runs on "
-                             "CPU and CUDA tensors")
+                             "CPU and CUDA tensors (and computes shapes on meta tensors)")
         return value
     if value.dtype != like.dtype:
         raise ValueError(f"reset_lstm: `{name}` has dtype {value.dtype} but `inputs` has "
