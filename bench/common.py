@@ -10,6 +10,7 @@ import platform
 import re
 import socket
 import statistics
+import sys
 import time
 import zlib
 
@@ -258,3 +259,34 @@ def host_kind(cpu, cores):
     if arch and arch not in slug.split("-"):
         slug += "-" + arch
     return f"{slug}-{cores}c"
+
+
+# ----------------------------------------------------------------------------------------------
+# background load
+# ----------------------------------------------------------------------------------------------
+_BUSY = "import time\nwhile True:\n    pass\n"
+
+
+class BackgroundLoad:
+    """``with BackgroundLoad(n):`` runs n busy threads beside the timed code: each a process
+    spinning in a Python loop at normal priority (the other jobs, environment workers and noisy
+    neighbours a CPU rarely lacks). n = 0 does nothing. The processes are started, given a
+    moment to be scheduled, and killed on exit."""
+
+    def __init__(self, n, settle_s=0.3):
+        self.n, self.settle_s, self.procs = int(n), settle_s, []
+
+    def __enter__(self):
+        import subprocess
+        self.procs = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(self.n)]
+        if self.procs:
+            time.sleep(self.settle_s)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+        self.procs = []
+        return False

@@ -218,3 +218,26 @@ def test_jax_bench_quick(tmp_path):
         # every variant's forward against the float64 reference, resetlstm's 4 gradients vs scan
         assert len(shape["checks"]) == len(expected) + 4
         assert all(c["ok"] for c in shape["checks"]), shape["checks"]
+
+
+def test_load_bench_quick(tmp_path):
+    """bench/load_bench.py --quick: every installed framework's sides, quiet and beside one busy
+    thread, their input gradients checked against resetlstm's; the JSON and the markdown table."""
+    run_quick("load_bench.py", tmp_path)
+    (js,) = glob.glob(str(tmp_path / "load-*-quick.json"))
+    assert os.path.getsize(js[:-len(".json")] + ".md") > 0
+    res = json.load(open(js))
+    assert res["background_load"] == 1 and res["rounds"] == 2
+    for framework, module in (("tf", "tensorflow"), ("torch", "torch"), ("jax", "jax")):
+        shapes = res["frameworks"][framework]
+        if importlib.util.find_spec(module) is None:
+            assert shapes.startswith("skipped"), shapes
+            continue
+        for shape in shapes:
+            assert shape["checks"] and all(c["ok"] for c in shape["checks"]), shape["checks"]
+            assert len(shape["rounds"]) == 2
+            summary = shape["summary"]
+            assert len(summary) == 2
+            for name, e in summary.items():
+                assert e["quiet_ms"] > 0 and e["loaded_ms"] > 0 and e["slowdown"] > 0
+            assert sum("lead_loaded" in e for e in summary.values()) == 1

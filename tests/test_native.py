@@ -263,7 +263,7 @@ def run_native_script(script, extra_env):
 
 
 def test_tuning_switch_typos_are_reported_and_ignored():
-    """RESETLSTM_ISA / _CPU_SPLIT / _CPU_INPUT with a value they do not know: one warning per
+    """RESETLSTM_ISA / _CPU_SPLIT / _CPU_INPUT / _CPU_SLABS with a value they do not know: one warning per
     variable on stderr naming the value and the accepted ones, and the automatic choice (same
     ISA, bit-identical results) instead of a silently different path (an unknown ISA used to cap
     the kernels to the generic build)."""
@@ -274,7 +274,7 @@ print(_native.selected_isa(), float(np.sum(y.astype(np.float64))).hex())
 """
     clean = run_native_script(script, {})
     typo = run_native_script(script, {"RESETLSTM_ISA": "avx-512", "RESETLSTM_CPU_SPLIT": "colums",
-                                      "RESETLSTM_CPU_INPUT": "perstep"})
+                                      "RESETLSTM_CPU_INPUT": "perstep", "RESETLSTM_CPU_SLABS": "9"})
     assert clean.returncode == 0 and typo.returncode == 0, (clean.stderr, typo.stderr)
     assert typo.stdout == clean.stdout  # same ISA, same sum bit for bit
     warnings = [line for line in typo.stderr.splitlines() if line.startswith("resetlstm: ignoring")]
@@ -285,6 +285,8 @@ print(_native.selected_isa(), float(np.sum(y.astype(np.float64))).hex())
         "automatic choice",
         "resetlstm: ignoring RESETLSTM_CPU_INPUT='perstep' (accepted: hoisted, per_step); using "
         "the automatic choice",
+        "resetlstm: ignoring RESETLSTM_CPU_SLABS='9' (accepted: 1, 2, 3, 4); using the "
+        "automatic choice",
     ]), typo.stderr
     assert "resetlstm: ignoring" not in clean.stderr
 
@@ -386,11 +388,51 @@ def test_column_and_row_splits_agree(monkeypatch):
             np.testing.assert_allclose(runs["rows"][1][n], runs[other][1][n], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("num_threads", [2, 3, -3], ids=["2threads", "3threads", "3serial"])
+def test_row_slabs_advanced_in_chunks_give_identical_results(num_threads, monkeypatch):
+    """The row split runs more slabs than threads, each a chunk of steps at a time on whichever
+    thread is free (SlabSchedule): 1 to 4 slabs per thread, uneven slabs (B = 13), 2 or 3
+    threads or a runner that runs its tasks one after another (3serial: nothing may wait for a
+    task that never starts) give the same outputs and gradients bit for bit (rows never
+    interact, and the weight gradients do not depend on the slabs); T = 37 leaves a short last
+    chunk. Against the reference too, with resets, a mask, a state and recurrent dropout."""
+    p = make_problem(1750, 13, 37, 5, 8, np.float64, resets=True, mask=True, state=True,
+                     dropout=True)
+    runs = []
+    for slabs in ("1", "2", "3", "4"):
+        monkeypatch.setenv("RESETLSTM_CPU_SLABS", slabs)
+        for time_major in (False, True):
+            runs.append((slabs, time_major, native_run(p, time_major=time_major,
+                                                       num_threads=num_threads)))
+    check_against_reference(p, runs[0][2][0], runs[0][2][1], np.float64)
+    base = {time_major: run for slabs, time_major, run in runs if slabs == "1"}
+    for slabs, time_major, (outs, grads, _) in runs:
+        base_outs, base_grads, _ = base[time_major]  # (the layouts sum B*T rows in other orders)
+        for a, b in zip(outs, base_outs):
+            assert np.array_equal(a, b), (slabs, time_major)
+        for n in DIFF_NAMES:
+            assert np.array_equal(grads[n], base_grads[n]), (slabs, time_major, n)
+
+
+def test_a_sequence_of_no_steps_runs_every_slab_once(monkeypatch):
+    """T = 0: every slab still gets its (empty) chunk: the final state is the initial state and
+    its gradient the final state's, for every slab count."""
+    p = make_problem(1760, 9, 0, 3, 4, np.float64, state=True)
+    for slabs in ("1", "4"):
+        monkeypatch.setenv("RESETLSTM_CPU_SLABS", slabs)
+        outs, grads, _ = native_run(p, num_threads=2)
+        np.testing.assert_array_equal(outs[1], p["h0"])
+        np.testing.assert_array_equal(outs[2], p["c0"])
+        np.testing.assert_array_equal(grads["h0"], p["d_h"])
+        np.testing.assert_array_equal(grads["c0"], p["d_c"])
+
+
 @pytest.mark.parametrize("num_threads", [2, 3, 8])
 def test_weight_gradients_split_over_rows(num_threads, dtype):
-    """B*T = 1200 rows: the kernel and recurrent-kernel gradients split B*T into up to 4
-    ranges of whole packing chunks (uneven at 3 threads; 8 threads also split columns) and add
-    the partial sums; odd I, H exercise every edge. Against the reference."""
+    """B*T = 1200 rows: the kernel and recurrent-kernel gradients split B*T into up to 8
+    ranges of whole packing chunks, 4 tasks per thread (uneven at 3 threads; 8 threads also
+    split columns), and add the partial sums; odd I, H exercise every edge. Against the
+    reference."""
     p = make_problem(1700 + num_threads, 24, 50, 9, 13, dtype, resets=True, state=True)
     outs, grads, _ = native_run(p, num_threads=num_threads)
     check_against_reference(p, outs, grads, dtype)

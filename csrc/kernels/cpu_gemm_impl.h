@@ -365,6 +365,12 @@ void gemm_packed_serial(int64_t M, const T* A, int64_t lda, const PackedB<T>& B,
 
 // ---- general multi-threaded GEMM (input projection, weight gradients, input gradients) ------
 
+// Tasks per thread of the multi-threaded GEMMs. The runner hands tasks out as threads claim
+// them, so with several per thread one that falls behind (its core shared with another
+// process) takes fewer and nobody waits long for it; with one per thread the call waited for
+// the slowest (fwd+bwd ~1.8x its quiet time beside one busy thread on 2 cores).
+constexpr int kTasksPerThread = 4;
+
 template <typename T>
 void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           const T* A, int64_t lda, const T* B, int64_t ldb, acc_t<T>* C, int64_t ldc,
@@ -377,7 +383,7 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
   // (every row block packs all of B, every column block all of A).
   int64_t mc = round_up(std::min<int64_t>(M, 4 * Bk::MC), MR);
   int64_t nc = round_up(std::min<int64_t>(N, 2048), NR);
-  const int64_t want = 2 * static_cast<int64_t>(runner.num_threads());
+  const int64_t want = kTasksPerThread * static_cast<int64_t>(runner.num_threads());
   auto packing = [&](int64_t m_block, int64_t n_block) {
     return ceil_div(N, n_block) * M + ceil_div(M, m_block) * N;  // times K
   };
@@ -422,15 +428,16 @@ void gemm(const TaskRunner& runner, bool trans_a, bool trans_b, int64_t M, int64
 
 // How many ways gemm_tn_pair may split K; the caller provides (kMaxKSplits - 1) * (M1 + M2) * N
 // accumulators of partial sums.
-constexpr int kMaxKSplits = 4;
+constexpr int kMaxKSplits = 8;
 
 // C1[M1, N] = A1^T B and C2[M2, N] = A2^T B for A1 [K, M1], A2 [K, M2], B [K, N], all row-major
 // and dense, K large (the B*T rows of a sequence): an LSTM's kernel and recurrent-kernel
 // gradients, which share B = dz. B is packed once per K chunk and column block for both
 // products (two separate GEMMs would pack it twice, and tile so that each A is packed once per
 // column block). K is split into up to kMaxKSplits ranges of whole chunks, one task each (times
-// column blocks when there are more threads); the first range writes C1/C2, the others
-// `partials`, summed in at the end. The ranges are even in rows (each then chunked by KC): in
+// column blocks, to reach kTasksPerThread tasks per thread; K splits first, since a column block
+// packs both A again and a split only adds partial sums); the first range writes C1/C2, the
+// others `partials`, summed in at the end. The ranges are even in rows (each then chunked by KC): in
 // whole chunks, K = 800 split in two would give 512 and 288 rows.
 template <typename T>
 void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, int64_t M1,
@@ -447,11 +454,11 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
     std::fill(C2, C2 + M2 * N, Acc(0));
     return;
   }
-  const int threads = runner.num_threads();
+  const int64_t tasks = int64_t{kTasksPerThread} * runner.num_threads();
   const int64_t chunks = ceil_div(K, KC);
   const int64_t splits =
-      std::max<int64_t>(1, std::min<int64_t>({int64_t{kMaxKSplits}, int64_t{threads}, chunks}));
-  const int64_t col_tasks = ceil_div(threads, splits);
+      std::max<int64_t>(1, std::min<int64_t>({int64_t{kMaxKSplits}, tasks, chunks}));
+  const int64_t col_tasks = ceil_div(tasks, splits);
   const int64_t nc = round_up(ceil_div(N, col_tasks), NR), nt = ceil_div(N, nc);
   const int64_t mc_max = round_up(std::min<int64_t>(std::max(M1, M2), 4 * Bk::MC), MR);
   runner.run(splits * nt, [&](int64_t task) {

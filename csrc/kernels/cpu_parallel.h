@@ -14,7 +14,11 @@
 #include <utility>
 
 #if defined(__linux__)
+#include <climits>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace resetlstm {
@@ -71,19 +75,69 @@ void* thread_buffer(size_t bytes) {
   return buffer.data;
 }
 
-// Waits until `counter` reaches n (acquire: the writes before each increment are visible):
-// spins briefly, then yields, since whoever will increment it may share this CPU.
-inline void wait_for_count(const std::atomic<int64_t>& counter, int64_t n) {
-  for (int spins = 0; counter.load(std::memory_order_acquire) < n; ++spins) {
-    if (spins < 4096) {
+inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+  __builtin_ia32_pause();
 #endif
-    } else {
-      std::this_thread::yield();
+}
+
+// A count that threads wait on until it reaches a value (work items done). wait_for() spins
+// briefly, then sleeps in the kernel (a futex on Linux; elsewhere it yields) until add() brings
+// the count there. Sleeping matters when the CPU is shared: the thread whose work is awaited
+// may have been preempted by another process on its core, and a waiter that spins or yields
+// keeps its own CPU busy, while one that sleeps leaves it idle, so the scheduler moves the
+// preempted thread there at once. add() costs a syscall only while someone sleeps.
+class WaitableCount {
+ public:
+  int64_t load() const { return value_.load(std::memory_order_acquire); }
+
+  void add(int64_t k = 1) {
+    value_.fetch_add(k, std::memory_order_seq_cst);  // release; seq_cst against sleepers_ below
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      seq_.fetch_add(1, std::memory_order_release);
+      wake_all();
     }
   }
-}
+
+  // Returns once the count is at least n (acquire: the writes before those adds are visible).
+  void wait_for(int64_t n) const {
+    for (int spins = 0; spins < kSpins; ++spins) {
+      if (value_.load(std::memory_order_acquire) >= n) return;
+      cpu_relax();
+    }
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    while (value_.load(std::memory_order_seq_cst) < n) {
+      const int32_t seen = seq_.load(std::memory_order_acquire);
+      if (value_.load(std::memory_order_acquire) >= n) break;
+      sleep_while(seen);  // until add() changes seq_ (or spuriously)
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  // ~0.1 ms of spinning (a pause is ~10-140 cycles) before sleeping: most waits in a quiet
+  // machine end sooner, and a sleep costs a wake-up of tens of microseconds.
+  static constexpr int kSpins = 2048;
+
+  void sleep_while(int32_t seen) const {
+#if defined(__linux__)
+    syscall(SYS_futex, &seq_, FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+#else
+    (void)seen;
+    std::this_thread::yield();
+#endif
+  }
+  void wake_all() {
+#if defined(__linux__)
+    syscall(SYS_futex, &seq_, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+#endif
+  }
+
+  alignas(64) std::atomic<int64_t> value_{0};
+  mutable std::atomic<int32_t> sleepers_{0};
+  mutable std::atomic<int32_t> seq_{0};  // the futex word: changes whenever add() wakes
+};
+static_assert(sizeof(std::atomic<int32_t>) == 4, "a futex word is 32 bits");
 
 // Runs task(i) for i in [0, num_tasks) on the calling thread and on up to `helpers` helpers,
 // each started by schedule(fn) (a pool's Schedule, a new thread), all claiming indices in
@@ -91,11 +145,43 @@ inline void wait_for_count(const std::atomic<int64_t>& counter, int64_t n) {
 // that starts late (its thread was woken onto the caller's CPU, or its pool is busy) finds
 // nothing left and returns, so a call costs at most the time of running every task on the
 // caller. The caller then waits only for indices already claimed, whose claimants are
-// running (wait_for_count). A helper that finds itself on the caller's CPU would only take
-// turns with it, so it yields until the scheduler moves it or nothing is left. The claim state
+// running (WaitableCount). A helper that finds itself on the caller's CPU would only take
+// turns with it (under load the scheduler wakes helpers there half the time: on 2 cores beside
+// one busy thread, 56 % of them), so it steps off that CPU for its tasks (AvoidCpu). The claim state
 // is shared with the helpers and freed by the last one out, since a late helper may run after
 // this call has returned; `task` is only called for claimed indices, while the caller is still
 // waiting.
+// While it lives, keeps the calling thread off CPU `cpu`: its affinity without that CPU (when
+// another allowed CPU remains), which moves it at once; then restores the affinity it had.
+class AvoidCpu {
+ public:
+  explicit AvoidCpu(int cpu) {
+#if defined(__linux__)
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof saved_, &saved_) != 0 ||
+        !CPU_ISSET(cpu, &saved_) || CPU_COUNT(&saved_) < 2)
+      return;
+    cpu_set_t without = saved_;
+    CPU_CLR(cpu, &without);
+    active_ = sched_setaffinity(0, sizeof without, &without) == 0;
+#else
+    (void)cpu;
+#endif
+  }
+  ~AvoidCpu() {
+#if defined(__linux__)
+    if (active_) sched_setaffinity(0, sizeof saved_, &saved_);
+#endif
+  }
+  AvoidCpu(const AvoidCpu&) = delete;
+  AvoidCpu& operator=(const AvoidCpu&) = delete;
+
+ private:
+#if defined(__linux__)
+  cpu_set_t saved_;
+#endif
+  bool active_ = false;
+};
+
 template <typename Schedule>
 void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> task,
                  Schedule&& schedule) {
@@ -117,13 +203,15 @@ void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> 
       for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < num_tasks;
            i = next.fetch_add(1, std::memory_order_relaxed)) {
         task(i);
-        done.fetch_add(1, std::memory_order_release);
+        done.add();
       }
     }
     void help() {
-      while (caller_cpu >= 0 && this_cpu() == caller_cpu) {
+      if (caller_cpu >= 0 && this_cpu() == caller_cpu) {
         if (next.load(std::memory_order_relaxed) >= num_tasks) return;
-        std::this_thread::yield();
+        AvoidCpu away(caller_cpu);
+        work();
+        return;
       }
       work();
     }
@@ -131,7 +219,7 @@ void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> 
     const FunctionRef<void(int64_t)> task;
     const int caller_cpu;
     alignas(64) std::atomic<int64_t> next{0};  // own cache lines: claims do not disturb the wait
-    alignas(64) std::atomic<int64_t> done{0};
+    WaitableCount done;
   };
   auto claims = std::make_shared<Claims>(num_tasks, task, Claims::this_cpu());
   for (int64_t w = 0; w < helpers; ++w) {
@@ -142,7 +230,7 @@ void run_claimed(int64_t num_tasks, int64_t helpers, FunctionRef<void(int64_t)> 
     }
   }
   claims->work();
-  wait_for_count(claims->done, num_tasks);
+  claims->done.wait_for(num_tasks);
 }
 
 }  // namespace cpu

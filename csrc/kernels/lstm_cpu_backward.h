@@ -232,22 +232,31 @@ inline void backward_finish_row(const BackwardPlan<T>& a, const RowIndex& row, i
     }
 }
 
+// Rows [b0, b1), the steps s0 <= s < s1 of the backward loop, which runs time backwards (step s
+// is t = T-1-s): a chunk of the row split (run_slabs). The first chunk rebuilds the rows'
+// recurrent inputs and starts from the final state's gradients; the last leaves the initial
+// state's.
 template <typename T, bool kHasResets, bool kHasMask, bool kHasDy>
-void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1) {
+void backward_slab(const BackwardPlan<T>& a, int64_t b0, int64_t b1, int64_t s0, int64_t s1,
+                   bool first, bool last) {
   const Dims& d = a.dims;
   const int64_t H = d.H;
   const RowIndex row{d.B, d.T, d.time_major};
-  for (int64_t b = b0; b < b1; ++b) backward_init_row<T, kHasMask>(a, b, 0, H);
+  if (first) {
+    rebuild_recurrent_inputs<T, kHasResets, kHasMask>(a, b0, b1);
+    for (int64_t b = b0; b < b1; ++b) backward_init_row<T, kHasMask>(a, b, 0, H);
+  }
   const int64_t ldz = row.batch_stride() * 4 * H;
-  for (int64_t t = d.T - 1; t >= 0; --t) {
+  for (int64_t t = d.T - 1 - s0; t >= d.T - s1; --t) {
     for (int64_t b = b0; b < b1; ++b)
       backward_row_step<T, kHasResets, kHasMask, kHasDy>(a, row, b, t, 0, H);
     // dh[b0:b1] += dz[b0:b1, t] @ recurrent_kernel^T
     gemm_packed_serial(b1 - b0, a.dz + row(b0, t) * 4 * H, ldz, a.rk_t, a.dh + b0 * H, H,
                        /*accumulate=*/true);
   }
-  for (int64_t b = b0; b < b1; ++b)
-    backward_finish_row<T, kHasResets, kHasMask>(a, row, b, 0, H);
+  if (last)
+    for (int64_t b = b0; b < b1; ++b)
+      backward_finish_row<T, kHasResets, kHasMask>(a, row, b, 0, H);
 }
 
 // Column split of the backward time loop (see forward_columns). Item (s, u), t = T-1-s:
@@ -308,13 +317,19 @@ void backward(const TaskRunner& runner, const BackwardArgs<T>& args, T* workspac
   RLSTM_BOOL_SWITCH(args.resets != nullptr, kHasResets, [&] {
     RLSTM_BOOL_SWITCH(args.mask != nullptr, kHasMask, [&] {
       RLSTM_BOOL_SWITCH(args.d_outputs != nullptr, kHasDy, [&] {
-        runner.run(ceil_div(B, rows), [&](int64_t s) {
-          const int64_t b0 = s * rows, b1 = std::min(B, (s + 1) * rows);
-          rebuild_recurrent_inputs<T, kHasResets, kHasMask>(plan, b0, b1);
-          if (!split.columns) backward_slab<T, kHasResets, kHasMask, kHasDy>(plan, b0, b1);
-        });
-        if (split.columns)
+        if (split.columns) {
+          runner.run(ceil_div(B, rows), [&](int64_t s) {
+            rebuild_recurrent_inputs<T, kHasResets, kHasMask>(plan, s * rows,
+                                                              std::min(B, (s + 1) * rows));
+          });
           backward_columns<T, kHasResets, kHasMask, kHasDy>(runner, plan, split.units);
+          return;
+        }
+        run_slabs(runner, B, T_, rows,
+                  [&](int64_t b0, int64_t b1, int64_t s0, int64_t s1, bool first, bool last) {
+                    backward_slab<T, kHasResets, kHasMask, kHasDy>(plan, b0, b1, s0, s1, first,
+                                                                   last);
+                  });
       });
     });
   });

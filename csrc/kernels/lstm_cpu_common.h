@@ -22,7 +22,16 @@ struct RowIndex {
   int64_t batch_stride() const { return time_major ? 1 : T; }
 };
 
-// Rows per slab: split B evenly over the threads, no slab under 2 rows. Not in whole
+// Slabs per thread of the row split (SlabSchedule in lstm_cpu_split.h): more slabs than threads,
+// so that a thread that falls behind leaves slabs to the others. RESETLSTM_CPU_SLABS=1..4
+// overrides it (bench); read at every call.
+inline int64_t slabs_per_thread() {
+  static const char* const kAllowed[] = {"1", "2", "3", "4", nullptr};
+  const char* forced = env_choice("RESETLSTM_CPU_SLABS", kAllowed);
+  return forced ? forced[0] - '0' : 2;
+}
+
+// Rows per slab: split B evenly into slabs_per_thread() slabs per thread, no slab under 2 rows. Not in whole
 // micro-tiles: the GEMM tiles a slab evenly and a short tile costs only its rows (B = 16 on 2
 // threads with AVX2's MR = 6 used to be slabs of 12 and 4 rows, one thread idle a third of each
 // step), so a core computes a 4-row slab as fast as an 8-row one (kernel_bench, one thread,
@@ -33,7 +42,8 @@ template <typename T>
 int64_t slab_rows(int64_t B, int threads) {
   constexpr int64_t kMinRows = 2;
   if (B <= 0) return 1;  // no slabs at all
-  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(B, kMinRows)));
+  const int64_t wanted = static_cast<int64_t>(threads) * slabs_per_thread();
+  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(wanted, ceil_div(B, kMinRows)));
   return ceil_div(B, slabs);
 }
 

@@ -204,8 +204,11 @@ inline void forward_row_step(const ForwardPlan<T>& a, const RowIndex& row, int64
   }
 }
 
+// Steps [t0, t1) of rows [b0, b1) (a chunk of the row split: run_slabs); the first chunk starts
+// the rows from their initial state, the last leaves their final state.
 template <typename T, bool kHasResets, bool kHasMask, bool kTraining>
-void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
+void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1, int64_t t0, int64_t t1,
+                  bool first, bool last) {
   using A = acc_t<T>;
   const Dims& d = a.dims;
   const int64_t H = d.H;
@@ -214,10 +217,11 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
   A* c = a.c;
   const T* m = a.recurrent_dropout_mask;
   const bool separate_input = static_cast<void*>(a.h_gemm) != static_cast<void*>(h);
-  for (int64_t b = b0; b < b1; ++b)
-    init_state_row<T, kHasResets>(a, row, b, separate_input ? a.h_gemm : nullptr);
+  if (first)
+    for (int64_t b = b0; b < b1; ++b)
+      init_state_row<T, kHasResets>(a, row, b, separate_input ? a.h_gemm : nullptr);
   const bool per_step_input = a.z == nullptr;
-  for (int64_t t = 0; t < d.T; ++t) {
+  for (int64_t t = t0; t < t1; ++t) {
     // zr[b0:b1] = (x_t[b0:b1] @ kernel if per step +) (m *) h[b0:b1] @ recurrent_kernel
     if (per_step_input)
       gemm_packed_serial(b1 - b0, a.inputs + row(b0, t) * d.I, row.batch_stride() * d.I, a.k,
@@ -230,7 +234,7 @@ void forward_slab(const ForwardPlan<T>& a, int64_t b0, int64_t b1) {
       if (separate_input) gemm_input_row(m ? m + b * H : nullptr, h + b * H, H, a.h_gemm + b * H);
     }
   }
-  store_final_state(a, b0 * H, b1 * H);
+  if (last) store_final_state(a, b0 * H, b1 * H);
 }
 
 // Column split of the forward time loop (lstm_cpu_split.h): item (t, u) computes step t's
@@ -296,10 +300,11 @@ void forward(const TaskRunner& runner, const ForwardArgs<T>& args, T* workspace)
           forward_columns<T, kHasResets, kHasMask, kTraining>(runner, plan, split.units);
           return;
         }
-        runner.run(ceil_div(B, rows), [&](int64_t s) {
-          forward_slab<T, kHasResets, kHasMask, kTraining>(plan, s * rows,
-                                                           std::min(B, (s + 1) * rows));
-        });
+        run_slabs(runner, B, T_, rows,
+                  [&](int64_t b0, int64_t b1, int64_t t0, int64_t t1, bool first, bool last) {
+                    forward_slab<T, kHasResets, kHasMask, kTraining>(plan, b0, b1, t0, t1,
+                                                                     first, last);
+                  });
       });
     });
   });

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <thread>
 
 #include "cpu_caches.h"
 #include "cpu_gemm_impl.h"
@@ -40,14 +42,113 @@ class StepQueue {
     return i < total_ ? i : -1;
   }
   // Blocks until every item of steps < s is done (their writes visible).
-  void wait_for_step(int64_t s) const { wait_for_count(done_, s * per_step_); }
-  void finish() { done_.fetch_add(1, std::memory_order_release); }
+  void wait_for_step(int64_t s) const { done_.wait_for(s * per_step_); }
+  void finish() { done_.add(); }
 
  private:
   const int64_t per_step_, total_;
   alignas(64) std::atomic<int64_t> next_{0};  // own cache lines: claims do not disturb waiters
-  alignas(64) std::atomic<int64_t> done_{0};
+  WaitableCount done_;
 };
+
+// ---- the row split: slabs of rows whose time loops advance a chunk of steps at a time -------
+//
+// Rows never interact, so each slab runs its own time loop with no barrier. A slab per thread,
+// each run start to end by one thread, made every call wait for the slowest thread: one whose
+// core is shared with anything else (an environment worker, a data loader, a noisy neighbour)
+// held its slab to the end at half speed while the others idled, and fwd+bwd took ~1.9x its
+// quiet time beside one busy thread on 2 cores. Instead there are more slabs than threads, and
+// a thread takes a chunk of steps of one slab at a time: the free slab with the fewest steps
+// done (its own on a tie, for its caches). A slab's state lives in the shared buffers, so it
+// moves to whichever thread is free at the end of a chunk; a thread that falls behind delays a
+// chunk, not the call. It waits only while every unfinished slab is being advanced by another
+// thread, which never blocks progress: the holders finish their chunks without waiting.
+class SlabSchedule {
+ public:
+  struct Chunk {
+    int64_t slab = -1;  // the slab claimed last (-1 before the first claim)
+    int64_t index = 0;  // which of its chunks: 0 first (the start of the loop)
+  };
+
+  SlabSchedule(int64_t slabs, int64_t chunks)
+      : slabs_(slabs), chunks_(chunks), slots_(new Slot[std::max<int64_t>(slabs, 1)]) {}
+
+  // Claims the next chunk into *c; false once every chunk of every slab has been claimed and
+  // run (then there is nothing left to wait for).
+  bool next(Chunk* c) {
+    for (;;) {
+      const int64_t released = releases_.load();
+      if (finished_.load(std::memory_order_acquire) >= slabs_) return false;
+      int64_t best = -1, best_done = chunks_;
+      for (int64_t s = 0; s < slabs_; ++s) {
+        if (slots_[s].busy.load(std::memory_order_relaxed)) continue;
+        const int64_t done = slots_[s].done.load(std::memory_order_relaxed);
+        if (done < best_done || (done == best_done && done < chunks_ && s == c->slab))
+          best = s, best_done = done;
+      }
+      if (best >= 0) {
+        bool expected = false;
+        if (slots_[best].busy.compare_exchange_strong(expected, true,
+                                                      std::memory_order_acq_rel)) {
+          const int64_t done = slots_[best].done.load(std::memory_order_acquire);
+          if (done < chunks_) {
+            c->slab = best;
+            c->index = done;
+            return true;
+          }
+          slots_[best].busy.store(false, std::memory_order_release);  // finished meanwhile
+        }
+        continue;  // another thread took it first: look again
+      }
+      // Every unfinished slab is held: its holder is running a chunk and will free it.
+      releases_.wait_for(released + 1);
+    }
+  }
+
+  // Marks chunk c done and frees its slab (the slab's writes visible to the next claimant).
+  void done(const Chunk& c) {
+    Slot& slot = slots_[c.slab];
+    slot.done.store(c.index + 1, std::memory_order_relaxed);
+    if (c.index + 1 == chunks_) finished_.fetch_add(1, std::memory_order_acq_rel);
+    slot.busy.store(false, std::memory_order_release);
+    releases_.add();
+  }
+
+ private:
+  struct alignas(64) Slot {  // own cache lines: one slab's claims do not disturb the others'
+    std::atomic<int64_t> done{0};
+    std::atomic<bool> busy{false};
+  };
+  const int64_t slabs_, chunks_;
+  std::unique_ptr<Slot[]> slots_;
+  alignas(64) std::atomic<int64_t> finished_{0};
+  WaitableCount releases_;  // slabs freed so far: what a thread with none free waits on
+};
+
+// Steps per chunk of the row split's time loops: about 16 chunks per sequence, so that a
+// thread that falls behind costs the others at most a sixteenth of a slab's loop at the end.
+// (A claim costs a scan of the slabs' flags, ~0.1 us; a step of a slab, microseconds.)
+inline int64_t chunk_steps(int64_t T) { return std::max<int64_t>(1, ceil_div(T, int64_t{16})); }
+
+// Runs body(b0, b1, step0, step1, first, last) for every chunk of every slab of `rows` rows over
+// the runner's threads (SlabSchedule). Steps [step0, step1) count from the loop's start (the
+// backward loop maps them to reversed time); first/last mark a slab's first and last chunk.
+// A sequence of no steps still gets one (empty) chunk per slab.
+template <typename Body>
+void run_slabs(const TaskRunner& runner, int64_t B, int64_t T, int64_t rows, Body&& body) {
+  const int64_t slabs = ceil_div(B, rows), steps = chunk_steps(T);
+  const int64_t chunks = std::max<int64_t>(1, ceil_div(T, steps));
+  SlabSchedule schedule(slabs, chunks);
+  runner.run(std::min<int64_t>(runner.num_threads(), slabs), [&](int64_t) {
+    SlabSchedule::Chunk c;
+    while (schedule.next(&c)) {
+      const int64_t b0 = c.slab * rows, b1 = std::min(B, b0 + rows);
+      const int64_t t0 = std::min(T, c.index * steps), t1 = std::min(T, t0 + steps);
+      body(b0, b1, t0, t1, c.index == 0, c.index + 1 == chunks);
+      schedule.done(c);
+    }
+  });
+}
 
 // How to split the time loop over the runner's threads.
 struct Split {

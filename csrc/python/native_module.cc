@@ -63,8 +63,7 @@ struct ProcessPool {
   }
 };
 
-// num_threads tasks' worth of parallelism (0: one per CPU) on an attached OpenMP runtime's
-// team (openmp_team.h), else on the process's pool.
+// num_threads tasks' worth of parallelism (0: one per CPU) on the process's pool.
 // num_threads < 0 reports |num_threads| threads but runs the tasks one after another on the
 // caller, as a busy pool may: the kernels must never need two tasks running at once.
 class PoolRunner final : public cpu::TaskRunner {
@@ -75,12 +74,12 @@ class PoolRunner final : public cpu::TaskRunner {
                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
         serial_(threads < 0) {}
   int num_threads() const override { return threads_; }
+  bool serial() const { return serial_ || threads_ <= 1; }
   void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
-    if (serial_ || threads_ <= 1 || num_tasks <= 1) {
+    if (serial() || num_tasks <= 1) {
       for (int64_t i = 0; i < num_tasks; ++i) task(i);
       return;
     }
-    if (openmp::run(num_tasks, threads_, task)) return;  // an attached OpenMP runtime's team
     ProcessPool::pool_for_this_process().run(num_tasks, threads_, task);
   }
 
@@ -88,6 +87,14 @@ class PoolRunner final : public cpu::TaskRunner {
   int threads_;
   bool serial_;
 };
+
+// Runs one kernel call, body(runner), with num_threads as PoolRunner takes it: as one parallel
+// region of an attached OpenMP runtime's team (openmp_team.h), else on the process's pool.
+void RunKernel(int num_threads, cpu::FunctionRef<void(const cpu::TaskRunner&)> body) {
+  const PoolRunner pool(num_threads);
+  if (!pool.serial() && openmp::run_region(pool.num_threads(), body)) return;
+  body(pool);
+}
 
 // The kernels' scratch memory, kept per calling thread (cpu::thread_buffer): a fresh
 // allocation per call would be faulted in page by page every time.
@@ -213,7 +220,7 @@ py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::ar
   T* ws = ThreadWorkspace<T>(cpu::forward_workspace_size<T>(d, training));
   {
     py::gil_scoped_release release;
-    cpu::forward<T>(PoolRunner(num_threads), a, ws);
+    RunKernel(num_threads, [&](const cpu::TaskRunner& runner) { cpu::forward<T>(runner, a, ws); });
   }
   return py::make_tuple(outputs, h, c, gates, cells);
 }
@@ -269,7 +276,7 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
   T* ws = ThreadWorkspace<T>(cpu::backward_workspace_size<T>(d, mask.has_value()));
   {
     py::gil_scoped_release release;
-    cpu::backward<T>(PoolRunner(num_threads), a, ws);
+    RunKernel(num_threads, [&](const cpu::TaskRunner& runner) { cpu::backward<T>(runner, a, ws); });
   }
   return py::make_tuple(dx, dk, drk, db, dh0, dc0);
 }

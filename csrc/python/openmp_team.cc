@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <mutex>
 
 namespace resetlstm {
@@ -15,32 +17,79 @@ using GompParallel = void (*)(void (*fn)(void*), void* data, unsigned num_thread
                               unsigned flags);
 
 struct Attachment {
-  std::mutex mu;  // attach() and attached() only; run() reads the atomics
+  std::mutex mu;  // attach() and attached() only; run_region() reads the atomics
   std::string path;
   std::atomic<GompParallel> parallel{nullptr};
   std::atomic<pid_t> owner{0};
 };
 
 Attachment& state() {
-  static Attachment* s = new Attachment;  // never destroyed: run() may race interpreter exit
+  static Attachment* s = new Attachment;  // never destroyed: a region may race interpreter exit
   return *s;
 }
 
-struct Team {
-  Team(int64_t n, cpu::FunctionRef<void(int64_t)> f) : num_tasks(n), task(f) {}
-  const int64_t num_tasks;
-  const cpu::FunctionRef<void(int64_t)> task;
-  alignas(64) std::atomic<int64_t> next{0};
+// One parallel region per kernel call. The first thread of the team to arrive runs the call
+// (forward or backward), whose runner posts the helpers of each step of work (run_claimed) to
+// the region; the other threads serve them until the call is done. The team's barrier then
+// comes once per call, not once per step of work: at that barrier every thread of the team must
+// arrive, and under load one whose core is shared with another process can take a time slice
+// to get there.
+class Region final : public cpu::TaskRunner {
+ public:
+  Region(int team, cpu::FunctionRef<void(const cpu::TaskRunner&)> body)
+      : team_(team), body_(body) {}
+
+  int num_threads() const override { return team_; }
+  void run(int64_t num_tasks, cpu::FunctionRef<void(int64_t)> task) const override {
+    cpu::run_claimed(num_tasks, std::min<int64_t>(team_ - 1, num_tasks - 1), task,
+                     [this](std::function<void()> job) { post(std::move(job)); });
+  }
+
+  // What every thread of the team runs.
+  void enter() {
+    if (!body_taken_.exchange(true, std::memory_order_acq_rel)) {
+      body_(*this);
+      finished_.store(true, std::memory_order_release);
+      posted_.add();  // wakes the servers, which leave
+      return;
+    }
+    for (int64_t seen = posted_.load();;) {
+      std::function<void()> job;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!jobs_.empty()) {
+          job = std::move(jobs_.front());
+          jobs_.pop_front();
+        }
+      }
+      if (job) {
+        job();  // a helper of run_claimed: it claims what is left of that step
+        continue;
+      }
+      if (finished_.load(std::memory_order_acquire)) return;
+      posted_.wait_for(seen + 1);
+      seen = posted_.load();
+    }
+  }
+
+ private:
+  void post(std::function<void()> job) const {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_.push_back(std::move(job));
+    }
+    posted_.add();
+  }
+
+  const int team_;
+  const cpu::FunctionRef<void(const cpu::TaskRunner&)> body_;
+  std::atomic<bool> body_taken_{false}, finished_{false};
+  mutable std::mutex mu_;
+  mutable std::deque<std::function<void()>> jobs_;  // helpers left over at the end: no-ops
+  mutable cpu::WaitableCount posted_;
 };
 
-// What every thread of the team runs: claim indices until none is left. The parallel region
-// ends with the team's barrier, so every task has finished when GOMP_parallel returns.
-void work(void* data) {
-  Team& team = *static_cast<Team*>(data);
-  for (int64_t i = team.next.fetch_add(1, std::memory_order_relaxed); i < team.num_tasks;
-       i = team.next.fetch_add(1, std::memory_order_relaxed))
-    team.task(i);
-}
+void enter(void* data) { static_cast<Region*>(data)->enter(); }
 
 }  // namespace
 
@@ -75,13 +124,12 @@ std::string attached() {
   return s.owner.load(std::memory_order_relaxed) == getpid() ? s.path : std::string();
 }
 
-bool run(int64_t num_tasks, int threads, cpu::FunctionRef<void(int64_t)> task) {
+bool run_region(int threads, cpu::FunctionRef<void(const cpu::TaskRunner&)> body) {
   Attachment& s = state();
   const GompParallel parallel = s.parallel.load(std::memory_order_acquire);
   if (parallel == nullptr || s.owner.load(std::memory_order_relaxed) != getpid()) return false;
-  Team team(num_tasks, task);
-  const int64_t team_size = std::min<int64_t>(threads, num_tasks);
-  parallel(&work, &team, static_cast<unsigned>(team_size), 0);
+  Region region(std::max(1, threads), body);
+  parallel(&enter, &region, static_cast<unsigned>(std::max(1, threads)), 0);
   return true;
 }
 

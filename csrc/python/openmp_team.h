@@ -24,9 +24,11 @@ std::string attach(const std::string& path);
 // parent's OpenMP threads, and the kernels then run on _native's own pool).
 std::string attached();
 
-// Runs task(i) for i in [0, num_tasks) on `threads` threads of the attached runtime's team,
-// claiming indices in order; returns false (running nothing) when no runtime is attached.
-bool run(int64_t num_tasks, int threads, cpu::FunctionRef<void(int64_t)> task);
+// Runs body(runner) in one parallel region of `threads` threads of the attached runtime's
+// team: the runner's tasks run on the team's threads (claimed as cpu::run_claimed claims them),
+// and the team's closing barrier comes once, when body returns. Returns false (running
+// nothing) when no runtime is attached.
+bool run_region(int threads, cpu::FunctionRef<void(const cpu::TaskRunner&)> body);
 
 }  // namespace openmp
 }  // namespace resetlstm
