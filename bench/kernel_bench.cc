@@ -1,7 +1,8 @@
 // Times the framework-free CPU kernels alone (no TF, no Python), for profiling with perf or
 // callgrind:  kernel_bench [--isa avx2|avx512|avx512_bf16|generic] B T I H [threads] [reps]
 //             [reset_fraction] [float|bf16]
-// (KB_TIME_MAJOR=1 in the environment: time-major layout). --isa caps the kernels' instruction
+// (KB_TIME_MAJOR=1 in the environment: time-major layout; KB_CELL=lstm|gru|gru_reset_before:
+// the cell, default lstm, its FLOPs counted with its own gate count). --isa caps the kernels' instruction
 // set (RESETLSTM_ISA) and fails unless the kernels then run exactly that one.
 // Build: tools/dev-build && cmake --build build/dev --target kernel_bench
 #include <algorithm>
@@ -18,7 +19,7 @@
 #include <vector>
 
 #include "cpu_pool.h"
-#include "lstm_cpu.h"
+#include "recurrence_cpu.h"
 
 namespace {
 
@@ -62,15 +63,16 @@ template <typename T>
 int run(const resetlstm::cpu::Dims& d, int threads, int reps, double reset_fraction,
         const char* dtype_name) {
   using namespace resetlstm::cpu;
-  const int64_t BT = d.B * d.T, H4 = 4 * d.H;
+  const CellShape cs = cell_shape(d.cell);
+  const int64_t BT = d.B * d.T, GH = cs.gates * d.H;
   std::mt19937 rng(0);
   std::uniform_real_distribution<float> u(-0.1f, 0.1f);
   auto fill = [&](std::vector<T>& v) {
     for (auto& x : v) x = from_float<T>(u(rng));
   };
-  std::vector<T> x(BT * d.I), k(d.I * H4), rk(d.H * H4), b(H4), y(BT * d.H), h(d.B * d.H),
-      c(d.B * d.H), gates(BT * H4), cells(BT * d.H), dy(BT * d.H), dx(BT * d.I), dk(k.size()),
-      drk(rk.size()), db(H4), dh0(h.size()), dc0(c.size());
+  std::vector<T> x(BT * d.I), k(d.I * GH), rk(d.H * GH), b(cs.bias_rows * GH), y(BT * d.H),
+      h(d.B * d.H), c(d.B * d.H), gates(BT * cs.saved * d.H), cells(BT * d.H), dy(BT * d.H),
+      dx(BT * d.I), dk(k.size()), drk(rk.size()), db(b.size()), dh0(h.size()), dc0(c.size());
   fill(x), fill(k), fill(rk), fill(b), fill(dy);
   std::vector<char> resets(BT);
   std::bernoulli_distribution coin(reset_fraction);
@@ -83,14 +85,15 @@ int run(const resetlstm::cpu::Dims& d, int threads, int reps, double reset_fract
   f.dims = d;
   f.inputs = x.data(), f.kernel = k.data(), f.recurrent_kernel = rk.data(), f.bias = b.data();
   f.resets = reset_fraction > 0 ? reinterpret_cast<const bool*>(resets.data()) : nullptr;
-  f.outputs = y.data(), f.h_final = h.data(), f.c_final = c.data(), f.gates = gates.data(),
-  f.cells = cells.data();
+  f.outputs = y.data(), f.h_final = h.data(), f.gates = gates.data();
+  if (cs.cell_state) f.c_final = c.data(), f.cells = cells.data();
   BackwardArgs<T> g;
   g.dims = d;
   g.inputs = x.data(), g.kernel = k.data(), g.recurrent_kernel = rk.data(), g.resets = f.resets;
-  g.outputs = y.data(), g.gates = gates.data(), g.cells = cells.data(), g.d_outputs = dy.data();
+  g.outputs = y.data(), g.gates = gates.data(), g.d_outputs = dy.data();
   g.d_inputs = dx.data(), g.d_kernel = dk.data(), g.d_recurrent_kernel = drk.data(),
-  g.d_bias = db.data(), g.d_h0 = dh0.data(), g.d_c0 = dc0.data();
+  g.d_bias = db.data(), g.d_h0 = dh0.data();
+  if (cs.cell_state) g.cells = cells.data(), g.d_c0 = dc0.data();
   std::vector<double> tf, tb;
   for (int r = 0; r < reps + 1; ++r) {
     const double t0 = now_ms();
@@ -102,11 +105,14 @@ int run(const resetlstm::cpu::Dims& d, int threads, int reps, double reset_fract
   }
   std::sort(tf.begin(), tf.end());
   std::sort(tb.begin(), tb.end());
-  const double flop = 2.0 * BT * (d.I + d.H) * H4;
+  const double flop = 2.0 * BT * (d.I + d.H) * GH;
   const double mf = tf[tf.size() / 2], mb = tb[tb.size() / 2];
-  std::printf("%s %s (bf16 GEMM %s) B=%ld T=%ld I=%ld H=%ld threads=%d: fwd %.2f ms (%.0f "
+  const char* cell = d.cell == CellType::kLstm  ? ""
+                     : d.cell == CellType::kGru ? "gru "
+                                                : "gru(reset_before) ";
+  std::printf("%s%s %s (bf16 GEMM %s) B=%ld T=%ld I=%ld H=%ld threads=%d: fwd %.2f ms (%.0f "
               "GFLOP/s), bwd %.2f ms (%.0f GFLOP/s), fwd+bwd %.2f ms\n",
-              dtype_name, selected_isa(), bf16_gemm(), d.B, d.T, d.I, d.H, threads, mf,
+              cell, dtype_name, selected_isa(), bf16_gemm(), d.B, d.T, d.I, d.H, threads, mf,
               flop / mf / 1e6, mb, 2 * flop / mb / 1e6, mf + mb);
   std::free(ws);
   return 0;
@@ -152,6 +158,15 @@ int main(int argc, char** argv) {
   d.I = std::atol(argv[3]);
   d.H = std::atol(argv[4]);
   d.time_major = std::getenv("KB_TIME_MAJOR") != nullptr;
+  const std::string cell = std::getenv("KB_CELL") ? std::getenv("KB_CELL") : "lstm";
+  if (cell == "gru") {
+    d.cell = CellType::kGru;
+  } else if (cell == "gru_reset_before") {
+    d.cell = CellType::kGruResetBefore;
+  } else if (cell != "lstm") {
+    std::fprintf(stderr, "KB_CELL must be lstm, gru or gru_reset_before, got %s\n", cell.c_str());
+    return 2;
+  }
   const int threads = argc > 5 ? std::atoi(argv[5]) : 1;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 5;
   const double reset_fraction = argc > 7 ? std::atof(argv[7]) : 0.0;

@@ -20,13 +20,13 @@ set(RESETLSTM_CUDA_ARCHITECTURES "75-real;80-real;86-real;89-real;90" CACHE STRI
 set(RLSTM_CUDA_ARCHITECTURES "${RESETLSTM_CUDA_ARCHITECTURES}")
 
 add_library(resetlstm_cuda STATIC
-  csrc/kernels/lstm_cuda_forward.cu
-  csrc/kernels/lstm_cuda_backward.cu
+  csrc/kernels/recurrence_cuda_forward.cu
+  csrc/kernels/recurrence_cuda_backward.cu
   csrc/kernels/cuda_support.cc)
 target_include_directories(resetlstm_cuda PUBLIC csrc/kernels)
 # PRIVATE: consumers get the static runtime only as a link dependency, not the CUDA 13 include
 # directory (the TF op compiles against TF's CUDA 12.5 headers; the bindings include only
-# lstm_cuda.h, which needs no CUDA header). CMake appends such link-only dependencies at the END of
+# recurrence_cuda.h, which needs no CUDA header). CMake appends such link-only dependencies at the END of
 # the link line, after libtensorflow_framework, so the functions below also name the archive
 # right after this library.
 target_link_libraries(resetlstm_cuda PRIVATE CUDA::cudart_static ${CMAKE_DL_LIBS})
@@ -64,7 +64,7 @@ function(rlstm_add_tf_gpu target)
     message(FATAL_ERROR "resetlstm: TensorFlow's bundled CUDA headers (third_party/gpus/cuda/include) "
                         "were not found; configure with -DRESETLSTM_CUDA=OFF for a CPU-only op")
   endif()
-  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/csrc/tf/reset_lstm_kernels_gpu.cc)
+  target_sources(${target} PRIVATE ${PROJECT_SOURCE_DIR}/csrc/tf/kernels_gpu.cc)
   target_compile_definitions(${target} PRIVATE GOOGLE_CUDA=1)
   target_include_directories(${target} SYSTEM PRIVATE "${tf_cuda_include}")
   set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY None)

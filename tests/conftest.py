@@ -145,6 +145,61 @@ def make_problem(seed, B, T, I, H, dtype=np.float64, resets=False, state=False, 
     return p
 
 
+def make_gru_problem(seed, B, T, I, H, dtype=np.float64, reset_after=True, resets=False,
+                     state=False, mask=False, upstream=("outputs", "h"), dropout=False):
+    """A make_problem dict for the GRU: kernel [I, 3H], recurrent_kernel [H, 3H], bias [2, 3H]
+    (reset_after) or [3H]; no c0 / d_c; "reset_after" recorded."""
+    rng = np.random.default_rng(seed)
+    scale = 0.5
+    p = dict(
+        inputs=rng.uniform(-1.0, 1.0, (B, T, I)).astype(dtype),
+        kernel=rng.uniform(-scale, scale, (I, 3 * H)).astype(dtype),
+        recurrent_kernel=rng.uniform(-scale, scale, (H, 3 * H)).astype(dtype),
+        bias=rng.uniform(-scale, scale, (2, 3 * H) if reset_after else (3 * H,)).astype(dtype),
+        resets=random_resets(rng, B, T) if resets else None,
+        h0=rng.uniform(-0.8, 0.8, (B, H)).astype(dtype) if state else None,
+        mask=random_mask(rng, B, T) if mask else None,
+        reset_after=reset_after, c0=None, d_c=None,
+    )
+    p["d_outputs"] = rng.normal(size=(B, T, H)).astype(dtype) if "outputs" in upstream else None
+    p["d_h"] = rng.normal(size=(B, H)).astype(dtype) if "h" in upstream else None
+    p["dropout"] = random_dropout_mask(rng, B, H, dtype=dtype) if dropout else None
+    return p
+
+
+def document_segments(resets):
+    """(b, start, stop) of every document in resets [B, T] (a document starts at each reset and
+    at step 0)."""
+    B, T = resets.shape
+    for b in range(B):
+        starts = [0] + [t for t in range(1, T) if resets[b, t]]
+        for s, e in zip(starts, starts[1:] + [T]):
+            yield b, s, e
+
+
+def gru_weights_to_torch(kernel, recurrent_kernel, bias):
+    """Keras GRU weights (gates z, r, h; bias [2, 3H] with reset_after) as torch.nn.GRU's
+    (weight_ih [3H, I], weight_hh [3H, H], bias_ih, bias_hh; gates r, z, n)."""
+    def reorder(w):  # [..., 3H] z, r, h -> r, z, n
+        z, r, n = np.split(w, 3, axis=-1)
+        return np.concatenate([r, z, n], axis=-1)
+
+    return (reorder(kernel).T.copy(), reorder(recurrent_kernel).T.copy(),
+            reorder(bias[0]).copy(), reorder(bias[1]).copy())
+
+
+def gru_reference_for(p):
+    """Float64 GRU reference forward + BPTT for a make_gru_problem dict: ((outputs, h_T), grads
+    by name: inputs, kernel, recurrent_kernel, bias, h0)."""
+    from reference_gru import gru_reference_backward, gru_reference_forward
+    args = (p["inputs"], p["kernel"], p["recurrent_kernel"], p["bias"], p["resets"], p["h0"],
+            p["mask"])
+    out = gru_reference_forward(*args, dropout=p["dropout"], reset_after=p["reset_after"])
+    grads = gru_reference_backward(*args, p["d_outputs"], p["d_h"], dropout=p["dropout"],
+                                   reset_after=p["reset_after"])
+    return out, grads
+
+
 def reference_for(p):
     """Float64 reference forward + BPTT for a make_problem dict."""
     from reference import reference_forward_backward

@@ -190,6 +190,12 @@ def finite_difference_gradients(inputs, kernel, recurrent_kernel, bias, resets=N
                                       dropout=dropout)
         return np.sum(y * dY) + np.sum(hT * dh) + np.sum(cT * dc)
 
+    return central_differences(loss, args, eps)
+
+
+def central_differences(loss, args, eps):
+    """d loss / d args[name] for every name, by central differences: loss() reads the float64
+    arrays of `args`, which are perturbed in place one element at a time (and restored)."""
     grads = {}
     for name, a in args.items():
         g = np.zeros_like(a)

@@ -1,5 +1,5 @@
 """The CUDA launch sequence (tests/cuda_replay.py, a kernel-by-kernel numpy mirror of
-lstm_cuda_forward.cu / lstm_cuda_backward.cu) against the CPU kernels: every flag combination,
+recurrence_cuda_forward.cu / recurrence_cuda_backward.cu) against the CPU kernels: every flag combination,
 both layouts, recurrent dropout, empty dimensions. The CUDA code itself runs in test_gpu.py on a
 machine with a GPU."""
 import itertools

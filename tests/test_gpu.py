@@ -370,7 +370,7 @@ def test_error_backward_needs_saved_activations():
 # --------------------------------------------------------------------------- half precision
 #
 # float16 / bfloat16 arrays: half GEMM operands on tensor cores with float32 accumulation, float32
-# z, cell state and running gradients, half results (lstm_cuda.h). Checked three ways on
+# z, cell state and running gradients, half results (recurrence_cuda.h). Checked three ways on
 # half-representable arguments: against the numpy replay of the same launch sequence with the
 # same roundings (tests/cuda_replay.py: most values bit-identical), against the float64 CPU
 # kernels (HALF_BOUND, relative to each result's largest magnitude), and against cuDNN under

@@ -235,7 +235,7 @@ def test_bad_arguments(case):
 
 def test_handler_checks_its_buffers():
     """The custom call's own validation (shared by the CPU and CUDA handlers,
-    csrc/jax/ffi_lstm_args.h) runs when the target is called directly with inconsistent
+    csrc/jax/ffi_args.h) runs when the target is called directly with inconsistent
     buffers: a clear error, never a crash."""
     from resetlstm.jax import _ffi
 
@@ -244,9 +244,9 @@ def test_handler_checks_its_buffers():
     none_b, none_f = jnp.zeros((0,), bool), jnp.zeros((0,), f32)
     x, k = jnp.zeros((B, T, I), f32), jnp.zeros((I, 4 * H), f32)
     r, b = jnp.zeros((H, 4 * H), f32), jnp.zeros((4 * H,), f32)
-    ws = _ffi.workspace_bytes("cpu", "forward", np.float32, (B, T, I, H), False, False)
+    ws = _ffi.workspace_bytes("cpu", "forward", np.float32, (B, T, I, H), False, False, 0)
     attrs = dict(time_major=False, has_resets=False, has_mask=False, has_state=False,
-                 has_dropout=False, training=False)
+                 has_dropout=False, cell=np.int32(0), training=False)
 
     def call(results, kernel=k):
         fn = jax.ffi.ffi_call(_ffi.FORWARD, results)

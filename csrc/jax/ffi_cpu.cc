@@ -1,4 +1,4 @@
-// XLA FFI handlers of the CPU kernels: validate (ffi_lstm_args.h), then cpu::forward /
+// XLA FFI handlers of the CPU kernels: validate (ffi_args.h), then cpu::forward /
 // cpu::backward on XLA's intra-op thread pool, with the workspace XLA allocated as the call's
 // last result. Nothing here allocates memory for the kernels; the pool's Schedule allocates one
 // small closure per helper per hand-off, as TF's pool does for the TF op.
@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "ffi_handlers.h"
-#include "ffi_lstm_args.h"
+#include "ffi_args.h"
 
 namespace resetlstm {
 namespace jaxffi {

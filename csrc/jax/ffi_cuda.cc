@@ -1,5 +1,5 @@
 // XLA FFI handlers of the CUDA kernels (built with the CUDA path): the same validation as the
-// CPU handlers (ffi_lstm_args.h), then cuda::forward / cuda::backward enqueued on the stream
+// CPU handlers (ffi_args.h), then cuda::forward / cuda::backward enqueued on the stream
 // XLA gives the call, on its device, with the workspace XLA allocated as the call's last result
 // (device memory; it also holds cuBLAS's workspace). No host synchronisation, no allocation.
 //
@@ -9,9 +9,9 @@
 #include <string>
 
 #include "ffi_handlers.h"
-#include "ffi_lstm_args.h"
+#include "ffi_args.h"
 
-#include "../kernels/lstm_cuda.h"
+#include "../kernels/recurrence_cuda.h"
 
 namespace resetlstm {
 namespace jaxffi {
@@ -37,7 +37,9 @@ ffi::Error Forward(const cuda::LaunchOptions& options, ForwardCall call) {
         return cuda::forward_workspace_size<decltype(tag)>(d, call.training);
       },
       [&](const auto& args, auto* workspace) {
-        return Report(cuda::forward(args, workspace, options), "reset_lstm (CUDA)");
+        return Report(cuda::forward(args, workspace, options),
+                      call.flags.cell == cpu::CellType::kLstm ? "reset_lstm (CUDA)"
+                                                              : "reset_gru (CUDA)");
       });
 }
 
@@ -48,7 +50,9 @@ ffi::Error Backward(const cuda::LaunchOptions& options, BackwardCall call) {
         return cuda::backward_workspace_size<decltype(tag)>(d, call.flags.has_mask);
       },
       [&](const auto& args, auto* workspace) {
-        return Report(cuda::backward(args, workspace, options), "reset_lstm gradient (CUDA)");
+        return Report(cuda::backward(args, workspace, options),
+                      call.flags.cell == cpu::CellType::kLstm ? "reset_lstm gradient (CUDA)"
+                                                              : "reset_gru gradient (CUDA)");
       });
 }
 

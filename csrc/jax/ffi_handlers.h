@@ -6,7 +6,7 @@
 
 #include "xla/ffi/api/c_api.h"
 
-#include "../kernels/lstm_cpu.h"
+#include "../kernels/recurrence_cpu.h"
 
 namespace resetlstm {
 namespace jaxffi {

@@ -10,12 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "ffi_args.h"
 #include "ffi_handlers.h"
 
-#include "../kernels/lstm_cpu.h"
-#include "../kernels/lstm_shapes.h"
+#include "../kernels/recurrence_cpu.h"
+#include "../kernels/recurrence_shapes.h"
 #if RLSTM_WITH_CUDA
-#include "../kernels/lstm_cuda.h"
+#include "../kernels/recurrence_cuda.h"
 #endif
 
 namespace py = pybind11;
@@ -67,25 +68,27 @@ PYBIND11_MODULE(_jax_ffi, m) {
       "check_shapes",
       [](const OptShape& inputs, const OptShape& kernel, const OptShape& recurrent_kernel,
          const OptShape& bias, const OptShape& resets, const OptShape& mask, const OptShape& h0,
-         const OptShape& c0, const OptShape& recurrent_dropout_mask, bool time_major) {
-        LstmShapes s{ToShape(inputs), ToShape(kernel), ToShape(recurrent_kernel),
-                     ToShape(bias),   ToShape(resets), ToShape(mask),
-                     ToShape(h0),     ToShape(c0),     ToShape(recurrent_dropout_mask)};
+         const OptShape& c0, const OptShape& recurrent_dropout_mask, bool time_major, int cell) {
+        RecurrenceShapes s{ToShape(inputs), ToShape(kernel), ToShape(recurrent_kernel),
+                           ToShape(bias),   ToShape(resets), ToShape(mask),
+                           ToShape(h0),     ToShape(c0),     ToShape(recurrent_dropout_mask)};
         cpu::Dims d;
-        const std::string error = check_lstm_shapes(s, time_major, &d);
-        if (!error.empty()) throw py::value_error("reset_lstm: " + error);
+        const cpu::CellType type = CellOf(cell);
+        const std::string error = check_shapes(s, type, time_major, &d);
+        if (!error.empty()) throw py::value_error(std::string(op_name(type)) + ": " + error);
         return py::make_tuple(d.B, d.T, d.I, d.H);
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"),
-      py::arg("recurrent_dropout_mask"), py::arg("time_major"),
-      "Validates argument shapes (None: absent) as every binding does; returns (B, T, I, H) or "
-      "raises ValueError naming the argument, the expected and the received shape.");
+      py::arg("recurrent_dropout_mask"), py::arg("time_major"), py::arg("cell") = 0,
+      "Validates argument shapes (None: absent) as every binding does for `cell` (0 LSTM, 1 GRU "
+      "with reset_after, 2 without); returns (B, T, I, H) or raises ValueError naming the "
+      "argument, the expected and the received shape.");
   m.def(
       "workspace_bytes",
       [](const std::string& platform, const std::string& direction, const std::string& dtype,
-         int64_t B, int64_t T, int64_t I, int64_t H, bool time_major, bool flag) {
-        const cpu::Dims d{B, T, I, H, time_major};
+         int64_t B, int64_t T, int64_t I, int64_t H, bool time_major, bool flag, int cell) {
+        const cpu::Dims d{B, T, I, H, time_major, CellOf(cell)};
         const Direction dir = direction == "forward" ? Direction::kForward : Direction::kBackward;
         int64_t bytes = -1;
         if (platform == "cpu") bytes = cpu_workspace_bytes(dir, dtype.c_str(), d, flag);
@@ -97,7 +100,7 @@ PYBIND11_MODULE(_jax_ffi, m) {
         return bytes;
       },
       py::arg("platform"), py::arg("direction"), py::arg("dtype"), py::arg("B"), py::arg("T"),
-      py::arg("I"), py::arg("H"), py::arg("time_major"), py::arg("flag"),
+      py::arg("I"), py::arg("H"), py::arg("time_major"), py::arg("flag"), py::arg("cell") = 0,
       "Bytes of the workspace result of a call (flag: training for 'forward', has_mask for "
       "'backward').");
   m.def("bf16_gemm", &cpu::bf16_gemm,

@@ -1,6 +1,6 @@
 // A packed, cache-blocked GEMM (BLIS structure: pack A into MR-row panels, B into NR-column
 // panels, a register-blocked micro-kernel over KC) written with GCC vector extensions so one
-// template serves every vector width. Included once per instruction set by lstm_cpu_impl.h,
+// template serves every vector width. Included once per instruction set by recurrence_cpu_impl.h,
 // inside an ISA-specific namespace, and compiled with that ISA's flags.
 //
 // C[M,N] (+)= op(A)[M,K] * op(B)[K,N], row-major with leading dimensions; op = transpose or not.
@@ -439,10 +439,12 @@ constexpr int kMaxKSplits = 8;
 // packs both A again and a split only adds partial sums); the first range writes C1/C2, the
 // others `partials`, summed in at the end. The ranges are even in rows (each then chunked by KC): in
 // whole chunks, K = 800 split in two would give 512 and 288 rows.
+// B has row stride ldb and C1, C2 ldc (column blocks of wider matrices); M2 may be 0 (then A2
+// and C2 are unused: one product).
 template <typename T>
 void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, int64_t M1,
-                  const T* A2, int64_t M2, const T* B, acc_t<T>* C1, acc_t<T>* C2,
-                  acc_t<T>* partials) {
+                  const T* A2, int64_t M2, const T* B, int64_t ldb, acc_t<T>* C1,
+                  acc_t<T>* C2, int64_t ldc, acc_t<T>* partials) {
   using Acc = acc_t<T>;
   using Bk = Blocking<T>;
   constexpr int MR = Bk::MR, NR = Bk::NR, KP = Bk::KP;
@@ -450,8 +452,8 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
   const int64_t M = M1 + M2;
   if (N <= 0 || M <= 0) return;
   if (K == 0) {
-    std::fill(C1, C1 + M1 * N, Acc(0));
-    std::fill(C2, C2 + M2 * N, Acc(0));
+    for (int64_t i = 0; i < M1; ++i) std::fill(C1 + i * ldc, C1 + i * ldc + N, Acc(0));
+    for (int64_t i = 0; i < M2; ++i) std::fill(C2 + i * ldc, C2 + i * ldc + N, Acc(0));
     return;
   }
   const int64_t tasks = int64_t{kTasksPerThread} * runner.num_threads();
@@ -466,13 +468,15 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
     // rows [lo, hi) of K in whole k groups; never empty (splits <= chunks: K / splits > KC / 2)
     const int64_t lo = std::min(K, round_up(s * K / splits, KP));
     const int64_t hi = s + 1 == splits ? K : std::min(K, round_up((s + 1) * K / splits, KP));
+    // the first range writes C (stride ldc), the others their partial sums (stride N)
     Acc* out1 = s == 0 ? C1 : partials + (s - 1) * M * N;
     Acc* out2 = s == 0 ? C2 : partials + (s - 1) * M * N + M1 * N;
+    const int64_t ld_out = s == 0 ? ldc : N;
     T* a_packed = thread_scratch<T, 0>(mc_max * KC);
     T* b_packed = thread_scratch<T, 1>(round_up(n, NR) * KC);
     for (int64_t k0 = lo; k0 < hi; k0 += KC) {
       const int64_t kc = std::min<int64_t>(KC, hi - k0);
-      pack_b(false, B + k0 * N + j0, N, kc, n, b_packed);
+      pack_b(false, B + k0 * ldb + j0, ldb, kc, n, b_packed);
       const bool accumulate = k0 > lo;
       for (int which = 0; which < 2; ++which) {
         const T* A = which == 0 ? A1 : A2;
@@ -481,7 +485,8 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
         for (int64_t i0 = 0; i0 < m_all; i0 += mc_max) {
           const int64_t m = std::min(mc_max, m_all - i0);
           pack_a(true, A + k0 * m_all + i0, m_all, m, kc, a_packed);
-          macro_kernel(m, n, kc, a_packed, /*lda=*/0, b_packed, out + i0 * N + j0, N, accumulate);
+          macro_kernel(m, n, kc, a_packed, /*lda=*/0, b_packed, out + i0 * ld_out + j0, ld_out,
+                       accumulate);
         }
       }
     }
@@ -492,7 +497,7 @@ void gemm_tn_pair(const TaskRunner& runner, int64_t K, int64_t N, const T* A1, i
   runner.run(ceil_div(M, row_block), [&](int64_t task) {
     const int64_t r1 = std::min(M, (task + 1) * row_block);
     for (int64_t r = task * row_block; r < r1; ++r) {
-      Acc* dst = r < M1 ? C1 + r * N : C2 + (r - M1) * N;
+      Acc* dst = r < M1 ? C1 + r * ldc : C2 + (r - M1) * ldc;
       for (int64_t s = 1; s < splits; ++s) {
         const Acc* src = partials + (s - 1) * M * N + r * N;
 #pragma GCC ivdep

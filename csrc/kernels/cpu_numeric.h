@@ -6,12 +6,12 @@
 #include <cstdint>
 #include <cstring>
 
-#include "lstm_cpu.h"
+#include "recurrence_cpu.h"
 
 namespace resetlstm {
 namespace cpu {
 
-// acc_t<T>, the type a T value is computed in, is in lstm_cpu.h (shared with the CUDA kernels).
+// acc_t<T>, the type a T value is computed in, is in recurrence_cpu.h (shared with the CUDA kernels).
 
 inline __attribute__((always_inline)) float to_acc(bf16 x) {
   const uint32_t u = static_cast<uint32_t>(x.bits) << 16;

@@ -2,15 +2,15 @@
 // passes of the time loops: the cell's gate math vectorizes on every instruction set, not only
 // where GCC's auto-vectorizer happens to if-convert it (with AVX2 it left the forward and
 // backward cell loops scalar: 23 % and 12 % of a (16, 50, 128, 128) fwd+bwd on AMD EPYC Zen 4,
-// against 4 % and 5 % with AVX-512). Included by lstm_cpu_impl.h inside an ISA namespace.
+// against 4 % and 5 % with AVX-512). Included by recurrence_cpu_impl.h inside an ISA namespace.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
 #include "cpu_numeric.h"
-#include "lstm_cell.h"
-#include "lstm_cpu.h"
+#include "activations.h"
+#include "recurrence_cpu.h"
 
 #ifndef RLSTM_VECTOR_BYTES
 #error "define RLSTM_VECTOR_BYTES (16, 32 or 64) before including cpu_vector.h"

@@ -1,7 +1,7 @@
 // Host-side support of the CUDA kernels: error checking, the device guard, cuBLAS loaded at
 // run time (dlopen, no link-time dependency, so one build serves cuBLAS 12 and 13 and a machine
 // without CUDA libraries still loads), a pool of cuBLAS handles, and a row-major GEMM on top.
-// Internal to csrc/kernels; bindings use lstm_cuda.h.
+// Internal to csrc/kernels; bindings use recurrence_cuda.h.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <initializer_list>
 
-#include "lstm_cuda.h"
+#include "recurrence_cuda.h"
 
 namespace resetlstm {
 namespace cuda {

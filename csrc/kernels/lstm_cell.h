@@ -1,141 +1,80 @@
-// Gate math of one LSTM cell for one hidden unit, shared by the CPU loops and the CUDA kernels.
+// The LSTM cell for the recurrence engine (recurrence_cpu_*.h, recurrence_cuda_*.cu): its shape
+// and the gate math of one hidden unit, shared by the CPU loops and the CUDA kernels.
 //
-// Gate order and layout follow Keras: z = [z_i, z_f, z_c, z_o], each of width H.
+// Gate order and layout follow Keras: kernels [I, 4H] and [H, 4H], gates i, f, c, o; bias [4H].
 // Forward:   i = sigmoid(z_i), f = sigmoid(z_f), g = tanh(z_c), o = sigmoid(z_o)
-//            c = f * c_in + i * g,  h = o * tanh(c)
-// Everything here is branch-free so the CPU loops over the hidden units auto-vectorize.
+//            c = f * c_in + i * g,  h = o * tanh(c),  where z = x W + h R + b
+// What a cell tells the engine (the GRU in gru_cell.h answers the same questions):
+//   kGates            gates per hidden unit (kernel columns kGates * H)
+//   kCellState        whether the state is (h, c) rather than h alone
+//   kSaved            activations saved per unit for backward: `gates` is [B, T, kSaved * H]
+//                     (and c goes to `cells` [B, T, H] when kCellState)
+//   kBiasRows         bias [kBiasRows, kGates * H]: row 0 the input side's, row 1 the
+//                     recurrent side's
+//   kSumsProjections  the gates read x W and h R only summed, so both may accumulate in one
+//                     buffer (the input projection computed per step into the recurrent one)
+//   kTwoStage         the last gate's recurrent product reads r * h rather than h: the engine
+//                     multiplies by the last gate's columns in a second GEMM (stage_operand)
+//   kDirectGrad       h_prev reaches the new h otherwise than through the recurrent GEMM (and c)
+//   kSplitInputGrad   the input side's gradient of the last gate differs from the recurrent
+//                     side's (backward returns it in d_in_last)
+//   forward(x, hh, b, b_rec, h_prev, c_prev, saved, h, c): one unit's step from the input
+//                     projection x[g], the recurrent product hh[g], the biases and the state
+//   backward(saved, h_prev, c_prev, c, dh, dc, d_rec, d_in_last, dh_direct, dc_prev): the
+//                     pre-activation gradients d_rec[g] (recurrent side, also the input side
+//                     unless kSplitInputGrad), and the gradients reaching h_prev directly and c_prev
+// V is the compute type (float, double, or a GCC vector of floats on the CPU, whose lanes are
+// computed alike); Act its activations. Everything here is branch-free.
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-
-#if defined(__CUDACC__)
-#define RLSTM_HD __host__ __device__ __forceinline__
-#else
-#define RLSTM_HD inline __attribute__((always_inline))
-#endif
+#include "activations.h"
 
 namespace resetlstm {
 
-// ---- activations ---------------------------------------------------------------------------
+struct LstmCell {
+  static constexpr int kGates = 4;
+  static constexpr bool kCellState = true;
+  static constexpr int kSaved = 4;  // i, f, g, o (c in `cells`)
+  static constexpr int kBiasRows = 1;
+  static constexpr bool kSumsProjections = true;
+  static constexpr bool kTwoStage = false;
+  static constexpr bool kDirectGrad = false;
+  static constexpr bool kSplitInputGrad = false;
 
-// exp(x) for float on the host: Cody-Waite range reduction and a degree-6 polynomial (Cephes
-// expf), relative error ~2 ulp, no branches and no library call. F is float or, on the CPU, a
-// GCC vector of floats (every lane computed alike, so a vector loop and its scalar tail agree).
-RLSTM_HD int32_t host_exp_int(float n) { return static_cast<int32_t>(n); }
-#if !defined(__CUDACC__)
-template <typename V>
-inline __attribute__((always_inline)) auto host_exp_int(V n) -> decltype(n < n) {
-  return __builtin_convertvector(n, decltype(n < n));
-}
-#endif
-
-template <typename F>
-RLSTM_HD F host_expf(F x) {
-  const F lo = F{} + -87.0f, hi = F{} + 88.0f;
-  x = x < lo ? lo : (x > hi ? hi : x);
-  // n = round(x / ln 2) by the 1.5 * 2^23 trick (floorf would block vectorization).
-  const float magic = 12582912.0f;
-  const F n = (x * 1.44269504088896341f + magic) - magic;
-  F r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  F p = F{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const auto bits = (host_exp_int(n) + 127) << 23;  // 2^n, n in [-126, 127]
-  static_assert(sizeof bits == sizeof(F), "one int32 per float lane");
-  F scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-template <typename T>
-struct Activations;
-
-template <>
-struct Activations<float> {
-  RLSTM_HD static float sigmoid(float x) {
-#if defined(__CUDA_ARCH__)
-    return 1.0f / (1.0f + expf(-x));
-#else
-    return 1.0f / (1.0f + host_expf(-x));
-#endif
+  template <typename V, typename Act = Activations<V>>
+  RLSTM_HD static void forward(const V* x, const V* hh, const V* b, const V* /*b_rec*/,
+                               V /*h_prev*/, V c_prev, V* saved, V* h, V* c) {
+    const V i = Act::sigmoid(x[0] + hh[0] + b[0]);
+    const V f = Act::sigmoid(x[1] + hh[1] + b[1]);
+    const V g = Act::tanh(x[2] + hh[2] + b[2]);
+    const V o = Act::sigmoid(x[3] + hh[3] + b[3]);
+    saved[0] = i, saved[1] = f, saved[2] = g, saved[3] = o;
+    *c = f * c_prev + i * g;
+    *h = o * Act::tanh(*c);
   }
-  RLSTM_HD static float tanh(float x) {
-#if defined(__CUDA_ARCH__)
-    return tanhf(x);
-#else
-    // tanh(x) = 1 - 2 / (1 + e^{2x}); absolute error ~1e-7, exact limits at +-inf.
-    return 1.0f - 2.0f / (1.0f + host_expf(2.0f * x));
-#endif
+
+  // dh: wrt h of this step; dc: wrt c of this step (from the future). c_prev: the cell state
+  // entering the step (zero after a reset), c: the step's own.
+  template <typename V, typename Act = Activations<V>>
+  RLSTM_HD static void backward(const V* saved, V /*h_prev*/, V c_prev, V c, V dh, V dc,
+                                V* d_rec, V* /*d_in_last*/, V* /*dh_direct*/, V* dc_prev) {
+    const V i = saved[0], f = saved[1], g = saved[2], o = saved[3];
+    const V tc = Act::tanh(c);
+    const V one = V{} + 1.0f;  // (a splat when V is a vector)
+    // h = o * tanh(c):  dc += dh * o * (1 - tanh(c)^2),  do = dh * tanh(c)
+    const V dc_total = dc + dh * o * (one - tc * tc);
+    const V d_o = dh * tc;
+    // c = f * c_prev + i * g
+    const V d_i = dc_total * g;
+    const V d_f = dc_total * c_prev;
+    const V d_g = dc_total * i;
+    *dc_prev = dc_total * f;
+    // sigmoid'(z) = s (1 - s), tanh'(z) = 1 - t^2
+    d_rec[0] = d_i * i * (one - i);
+    d_rec[1] = d_f * f * (one - f);
+    d_rec[2] = d_g * (one - g * g);
+    d_rec[3] = d_o * o * (one - o);
   }
 };
-
-#if !defined(__CUDACC__)
-// The float activations lane-wise on a GCC vector of floats V (the CPU kernels' explicit
-// vector loops): the same expressions as Activations<float> on the host.
-template <typename V>
-struct HostVectorActivations {
-  RLSTM_HD static V sigmoid(V x) { return 1.0f / (1.0f + host_expf(-x)); }
-  RLSTM_HD static V tanh(V x) { return 1.0f - 2.0f / (1.0f + host_expf(2.0f * x)); }
-};
-#endif
-
-template <>
-struct Activations<double> {
-  RLSTM_HD static double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
-  RLSTM_HD static double tanh(double x) { return ::tanh(x); }
-};
-
-// ---- one cell, one hidden unit ---------------------------------------------------------------
-
-// Forward. z_* are pre-activations (input projection + recurrent projection + bias).
-// Writes the post-activation gates (what backward needs) and returns the new c and h.
-// (Act: the activations; the CPU's vector loops pass HostVectorActivations.)
-template <typename T, typename Act = Activations<T>>
-RLSTM_HD void cell_forward(T z_i, T z_f, T z_c, T z_o, T c_in, T* i, T* f, T* g, T* o, T* c,
-                           T* h) {
-  using A = Act;
-  *i = A::sigmoid(z_i);
-  *f = A::sigmoid(z_f);
-  *g = A::tanh(z_c);
-  *o = A::sigmoid(z_o);
-  *c = *f * c_in + *i * *g;
-  *h = *o * A::tanh(*c);
-}
-
-// Backward. Given the saved gates, the cell input c_in and new cell c of this step, and the
-// gradients dh (wrt h of this step) and dc (wrt c of this step, from the future), returns the
-// pre-activation gradients dz_* and the gradient wrt c_in.
-template <typename T, typename Act = Activations<T>>
-RLSTM_HD void cell_backward(T i, T f, T g, T o, T c_in, T c, T dh, T dc, T* dz_i, T* dz_f,
-                            T* dz_c, T* dz_o, T* dc_in) {
-  const T tc = Act::tanh(c);
-  const T one = T{} + 1.0f;  // (a splat when T is a vector)
-  // h = o * tanh(c):  dc += dh * o * (1 - tanh(c)^2),  do = dh * tanh(c)
-  const T dc_total = dc + dh * o * (one - tc * tc);
-  const T d_o = dh * tc;
-  // c = f * c_in + i * g
-  const T d_i = dc_total * g;
-  const T d_f = dc_total * c_in;
-  const T d_g = dc_total * i;
-  *dc_in = dc_total * f;
-  // sigmoid'(z) = s (1 - s), tanh'(z) = 1 - t^2
-  *dz_i = d_i * i * (one - i);
-  *dz_f = d_f * f * (one - f);
-  *dz_c = d_g * (one - g * g);
-  *dz_o = d_o * o * (one - o);
-}
-
-// h of a step from its saved output gate and cell (used to rebuild the recurrent inputs).
-template <typename T, typename Act = Activations<T>>
-RLSTM_HD T cell_hidden(T o, T c) {
-  return o * Act::tanh(c);
-}
 
 }  // namespace resetlstm

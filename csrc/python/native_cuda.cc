@@ -13,7 +13,7 @@
 //   cuda_dtype_unsupported_reason(dtype, major, minor) -> str
 //
 // The same arguments as forward/backward (numpy, CPU), num_threads aside; float32, float64,
-// float16 and bfloat16 (half types: float32 accumulation and cell state, see lstm_cuda.h).
+// float16 and bfloat16 (half types: float32 accumulation and cell state, see recurrence_cuda.h).
 // Results and the workspace are allocated with the library of `inputs` on its device; the work
 // is enqueued on `stream` (an int cudaStream_t; default: that library's current stream) without
 // host synchronisation. Arguments are read through __dlpack__ (C-contiguous, on one CUDA device).
@@ -36,8 +36,8 @@ namespace py = pybind11;
 #include <optional>
 #include <vector>
 
-#include "../kernels/lstm_cuda.h"
-#include "../kernels/lstm_shapes.h"
+#include "../kernels/recurrence_cuda.h"
+#include "../kernels/recurrence_shapes.h"
 #include "dlpack_abi.h"
 
 namespace resetlstm {
@@ -304,6 +304,7 @@ std::vector<int64_t> seq_shape(const cpu::Dims& d, int64_t width) {
 // Stream and the validated float arrays common to both directions (the library of `inputs` is
 // looked up after validation, for allocating the results).
 struct Common {
+  cpu::CellType cell = cpu::CellType::kLstm;
   Library lib = Library::kTorch;
   int64_t stream = 0;
   cpu::Dims dims;
@@ -311,12 +312,15 @@ struct Common {
   std::optional<DeviceArray> kernel, rkernel, bias, resets, mask, h0, c0, rdrop;
 };
 
-Common import_common(const py::object& inputs, const py::object& kernel, const py::object& rkernel,
-                     const py::object& bias, const OptObject& resets, const OptObject& mask,
-                     const OptObject& h0, const OptObject& c0, const OptObject& rdrop,
-                     bool time_major, const OptObject& stream) {
+Common import_common(cpu::CellType cell, const py::object& inputs, const py::object& kernel,
+                     const py::object& rkernel, const py::object& bias, const OptObject& resets,
+                     const OptObject& mask, const OptObject& h0, const OptObject& c0,
+                     const OptObject& rdrop, bool time_major, const OptObject& stream) {
   require_cuda_array(inputs, "inputs");  // before asking its library for a stream
+  const bool lstm = cell == cpu::CellType::kLstm;
+  const char* h0_name = lstm ? "initial_state[0] (h)" : "initial_state";
   Common c;
+  c.cell = cell;
   c.stream = stream && !stream->is_none() ? stream->cast<int64_t>()
                                           : current_stream(library_of(inputs), inputs);
   c.inputs = import_array(inputs, "inputs", c.stream);
@@ -325,28 +329,28 @@ Common import_common(const py::object& inputs, const py::object& kernel, const p
   c.bias = import_array(bias, "bias", c.stream);
   c.resets = import_optional(resets, "resets", c.stream);
   c.mask = import_optional(mask, "mask", c.stream);
-  c.h0 = import_optional(h0, "initial_state[0] (h)", c.stream);
+  c.h0 = import_optional(h0, h0_name, c.stream);
   c.c0 = import_optional(c0, "initial_state[1] (c)", c.stream);
   c.rdrop = import_optional(rdrop, "recurrent_dropout_mask", c.stream);
   if (!is_float(c.inputs.dtype, 32) && !is_float(c.inputs.dtype, 64) &&
       !is_float(c.inputs.dtype, 16) && !is_bfloat16(c.inputs.dtype))
-    throw py::value_error("reset_lstm (CUDA): `inputs` must be float32, float64, float16 or "
-                          "bfloat16, got " + dtype_str(c.inputs.dtype));
+    throw py::value_error(std::string(op_name(cell)) + " (CUDA): `inputs` must be float32, "
+                          "float64, float16 or bfloat16, got " + dtype_str(c.inputs.dtype));
   check_same(c.inputs, c.kernel, "kernel");
   check_same(c.inputs, c.rkernel, "recurrent_kernel");
   check_same(c.inputs, c.bias, "bias");
-  check_same(c.inputs, c.h0, "initial_state[0] (h)");
+  check_same(c.inputs, c.h0, h0_name);
   check_same(c.inputs, c.c0, "initial_state[1] (c)");
   check_same(c.inputs, c.rdrop, "recurrent_dropout_mask");
   check_flags(c.inputs, c.resets, "resets");
   check_flags(c.inputs, c.mask, "mask");
-  if (c.h0.has_value() != c.c0.has_value())
+  if (lstm && c.h0.has_value() != c.c0.has_value())
     throw py::value_error("reset_lstm: `initial_state` needs both h0 and c0, or neither");
-  LstmShapes s{c.inputs.shape_for_check(), shape_of(c.kernel), shape_of(c.rkernel),
-               shape_of(c.bias), shape_of(c.resets), shape_of(c.mask), shape_of(c.h0),
-               shape_of(c.c0),     shape_of(c.rdrop)};
-  const std::string error = check_lstm_shapes(s, time_major, &c.dims);
-  if (!error.empty()) throw py::value_error("reset_lstm: " + error);
+  RecurrenceShapes s{c.inputs.shape_for_check(), shape_of(c.kernel), shape_of(c.rkernel),
+                     shape_of(c.bias), shape_of(c.resets), shape_of(c.mask), shape_of(c.h0),
+                     shape_of(c.c0),     shape_of(c.rdrop)};
+  const std::string error = check_shapes(s, cell, time_major, &c.dims);
+  if (!error.empty()) throw py::value_error(std::string(op_name(cell)) + ": " + error);
   return c;
 }
 
@@ -368,15 +372,17 @@ cuda::LaunchOptions options_for(const Common& c, bool allow_tf32) {
 template <typename T>
 py::tuple forward_typed(const py::object& inputs, Common& c, bool training, bool allow_tf32) {
   const cpu::Dims& d = c.dims;
+  const cpu::CellShape cs = cpu::cell_shape(c.cell);
+  const std::vector<int64_t> none{0};
   py::object outputs = empty_like(c.lib, inputs, seq_shape(d, d.H));
   py::object h = empty_like(c.lib, inputs, {d.B, d.H});
-  py::object cs = empty_like(c.lib, inputs, {d.B, d.H});
-  const std::vector<int64_t> none{0};
-  py::object gates = empty_like(c.lib, inputs, training ? seq_shape(d, 4 * d.H) : none);
-  py::object cells = empty_like(c.lib, inputs, training ? seq_shape(d, d.H) : none);
+  py::object cst = empty_like(c.lib, inputs, cs.cell_state ? std::vector<int64_t>{d.B, d.H} : none);
+  py::object gates = empty_like(c.lib, inputs, training ? seq_shape(d, cs.saved * d.H) : none);
+  py::object cells =
+      empty_like(c.lib, inputs, training && cs.cell_state ? seq_shape(d, d.H) : none);
   py::object workspace = empty_like(c.lib, inputs, {cuda::forward_workspace_size<T>(d, training)});
   const auto y_a = import_array(outputs, "outputs", c.stream), h_a = import_array(h, "h", c.stream),
-             c_a = import_array(cs, "c", c.stream), g_a = import_array(gates, "gates", c.stream),
+             c_a = import_array(cst, "c", c.stream), g_a = import_array(gates, "gates", c.stream),
              cell_a = import_array(cells, "cells", c.stream),
              w_a = import_array(workspace, "workspace", c.stream);
 
@@ -389,35 +395,42 @@ py::tuple forward_typed(const py::object& inputs, Common& c, bool training, bool
   a.resets = ptr<const bool>(c.resets);
   a.mask = ptr<const bool>(c.mask);
   a.h0 = ptr<const T>(c.h0);
-  a.c0 = ptr<const T>(c.c0);
   a.recurrent_dropout_mask = ptr<const T>(c.rdrop);
   a.outputs = static_cast<T*>(y_a.data);
   a.h_final = static_cast<T*>(h_a.data);
-  a.c_final = static_cast<T*>(c_a.data);
   a.gates = training ? static_cast<T*>(g_a.data) : nullptr;
-  a.cells = training ? static_cast<T*>(cell_a.data) : nullptr;
+  if (cs.cell_state) {
+    a.c0 = ptr<const T>(c.c0);
+    a.c_final = static_cast<T*>(c_a.data);
+    a.cells = training ? static_cast<T*>(cell_a.data) : nullptr;
+  }
   cuda::Status status;
   {
     py::gil_scoped_release release;
     status = cuda::forward<T>(a, w_a.data, options_for(c, allow_tf32));
   }
   raise_on_error(status);
-  return py::make_tuple(outputs, h, cs, gates, cells);
+  if (!cs.cell_state) return py::make_tuple(outputs, h, gates);
+  return py::make_tuple(outputs, h, cst, gates, cells);
 }
 
 template <typename T>
 py::tuple backward_typed(const py::object& inputs, Common& c, const DeviceArray& outputs,
-                         const DeviceArray& gates, const DeviceArray& cells,
+                         const DeviceArray& gates, const std::optional<DeviceArray>& cells,
                          const std::optional<DeviceArray>& d_outputs,
                          const std::optional<DeviceArray>& d_h,
                          const std::optional<DeviceArray>& d_c, bool allow_tf32) {
   const cpu::Dims& d = c.dims;
+  const cpu::CellShape cs = cpu::cell_shape(c.cell);
+  const int64_t GH = cs.gates * d.H;
   py::object dx = empty_like(c.lib, inputs, seq_shape(d, d.I));
-  py::object dk = empty_like(c.lib, inputs, {d.I, 4 * d.H});
-  py::object drk = empty_like(c.lib, inputs, {d.H, 4 * d.H});
-  py::object db = empty_like(c.lib, inputs, {4 * d.H});
+  py::object dk = empty_like(c.lib, inputs, {d.I, GH});
+  py::object drk = empty_like(c.lib, inputs, {d.H, GH});
+  py::object db = empty_like(c.lib, inputs, cs.bias_rows > 1 ? std::vector<int64_t>{2, GH}
+                                                             : std::vector<int64_t>{GH});
   py::object dh0 = empty_like(c.lib, inputs, {d.B, d.H});
-  py::object dc0 = empty_like(c.lib, inputs, {d.B, d.H});
+  py::object dc0 = empty_like(c.lib, inputs, cs.cell_state ? std::vector<int64_t>{d.B, d.H}
+                                                           : std::vector<int64_t>{0});
   py::object workspace =
       empty_like(c.lib, inputs, {cuda::backward_workspace_size<T>(d, c.mask.has_value())});
   const auto dx_a = import_array(dx, "d_inputs", c.stream),
@@ -436,27 +449,75 @@ py::tuple backward_typed(const py::object& inputs, Common& c, const DeviceArray&
   a.resets = ptr<const bool>(c.resets);
   a.mask = ptr<const bool>(c.mask);
   a.h0 = ptr<const T>(c.h0);
-  a.c0 = ptr<const T>(c.c0);
   a.recurrent_dropout_mask = ptr<const T>(c.rdrop);
   a.outputs = static_cast<const T*>(outputs.data);
   a.gates = static_cast<const T*>(gates.data);
-  a.cells = static_cast<const T*>(cells.data);
   a.d_outputs = ptr<const T>(d_outputs);
   a.d_h_final = ptr<const T>(d_h);
-  a.d_c_final = ptr<const T>(d_c);
   a.d_inputs = static_cast<T*>(dx_a.data);
   a.d_kernel = static_cast<T*>(dk_a.data);
   a.d_recurrent_kernel = static_cast<T*>(drk_a.data);
   a.d_bias = static_cast<T*>(db_a.data);
   a.d_h0 = static_cast<T*>(dh0_a.data);
-  a.d_c0 = static_cast<T*>(dc0_a.data);
+  if (cs.cell_state) {
+    a.c0 = ptr<const T>(c.c0);
+    a.cells = ptr<const T>(cells);
+    a.d_c_final = ptr<const T>(d_c);
+    a.d_c0 = static_cast<T*>(dc0_a.data);
+  }
   cuda::Status status;
   {
     py::gil_scoped_release release;
     status = cuda::backward<T>(a, w_a.data, options_for(c, allow_tf32));
   }
   raise_on_error(status);
+  if (!cs.cell_state) return py::make_tuple(dx, dk, drk, db, dh0);
   return py::make_tuple(dx, dk, drk, db, dh0, dc0);
+}
+
+// The backward binding of any cell: validates what the forward left and the upstream gradients
+// (cells, d_c: cells with a cell state only), then launches.
+py::tuple backward_any(cpu::CellType cell, const py::object& inputs, const py::object& kernel,
+                       const py::object& recurrent_kernel, const py::object& bias,
+                       const OptObject& resets, const OptObject& mask, const OptObject& h0,
+                       const OptObject& c0, const py::object& outputs, const py::object& gates,
+                       const OptObject& cells, const OptObject& d_outputs, const OptObject& d_h,
+                       const OptObject& d_c, bool time_major, bool allow_tf32,
+                       const OptObject& stream, const OptObject& recurrent_dropout_mask) {
+  Common c = import_common(cell, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                           recurrent_dropout_mask, time_major, stream);
+  const cpu::Dims& d = c.dims;
+  std::optional<DeviceArray> y = import_array(outputs, "outputs", c.stream),
+                             g = import_array(gates, "gates", c.stream),
+                             cl = import_optional(cells, "cell_states", c.stream),
+                             dy = import_optional(d_outputs, "d_outputs", c.stream),
+                             dh = import_optional(d_h, "d_h", c.stream),
+                             dc = import_optional(d_c, "d_c", c.stream);
+  if (cpu::cell_shape(cell).cell_state && !cl)
+    throw py::value_error("reset_lstm backward (CUDA): `cell_states` is required (the "
+                          "forward's, training=True)");
+  using Named = std::pair<const std::optional<DeviceArray>*, const char*>;
+  for (auto [a, name] : {Named{&y, "outputs"}, Named{&g, "gates"}, Named{&cl, "cell_states"},
+                         Named{&dy, "d_outputs"}, Named{&dh, "d_h"}, Named{&dc, "d_c"}})
+    check_same(c.inputs, *a, name);
+  BackwardShapes bs;
+  bs.outputs = shape_of(y);
+  bs.gates = shape_of(g);
+  bs.cells = shape_of(cl);
+  bs.d_outputs = shape_of(dy);
+  bs.d_h = shape_of(dh);
+  bs.d_c = shape_of(dc);
+  const std::string error = check_backward_shapes(bs, d);
+  if (!error.empty())
+    throw py::value_error(std::string(op_name(cell)) + " backward (CUDA): " + error);
+  prepare_launch(c, inputs);
+  return with_storage_type(c.inputs.dtype, [&](auto t) {
+    return backward_typed<decltype(t)>(inputs, c, *y, *g, cl, dy, dh, dc, allow_tf32);
+  });
+}
+
+cpu::CellType gru_cell_type(bool reset_after) {
+  return reset_after ? cpu::CellType::kGru : cpu::CellType::kGruResetBefore;
 }
 
 }  // namespace
@@ -468,8 +529,8 @@ void register_cuda_functions(py::module_& m) {
          const py::object& bias, const OptObject& resets, const OptObject& mask,
          const OptObject& h0, const OptObject& c0, bool time_major, bool training,
          bool allow_tf32, const OptObject& stream, const OptObject& recurrent_dropout_mask) {
-        Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 recurrent_dropout_mask, time_major, stream);
+        Common c = import_common(cpu::CellType::kLstm, inputs, kernel, recurrent_kernel, bias,
+                                 resets, mask, h0, c0, recurrent_dropout_mask, time_major, stream);
         prepare_launch(c, inputs);
         return with_storage_type(c.inputs.dtype, [&](auto t) {
           return forward_typed<decltype(t)>(inputs, c, training, allow_tf32);
@@ -494,27 +555,9 @@ void register_cuda_functions(py::module_& m) {
          const py::object& gates, const py::object& cells, const OptObject& d_outputs,
          const OptObject& d_h, const OptObject& d_c, bool time_major, bool allow_tf32,
          const OptObject& stream, const OptObject& recurrent_dropout_mask) {
-        Common c = import_common(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 recurrent_dropout_mask, time_major, stream);
-        const cpu::Dims& d = c.dims;
-        std::optional<DeviceArray> y = import_array(outputs, "outputs", c.stream),
-                                   g = import_array(gates, "gates", c.stream),
-                                   cl = import_array(cells, "cell_states", c.stream),
-                                   dy = import_optional(d_outputs, "d_outputs", c.stream),
-                                   dh = import_optional(d_h, "d_h", c.stream),
-                                   dc = import_optional(d_c, "d_c", c.stream);
-        using Named = std::pair<const std::optional<DeviceArray>*, const char*>;
-        for (auto [a, name] : {Named{&y, "outputs"}, Named{&g, "gates"},
-                               Named{&cl, "cell_states"}, Named{&dy, "d_outputs"},
-                               Named{&dh, "d_h"}, Named{&dc, "d_c"}})
-          check_same(c.inputs, *a, name);
-        const std::string error = check_backward_shapes(
-            {shape_of(y), shape_of(g), shape_of(cl), shape_of(dy), shape_of(dh), shape_of(dc)}, d);
-        if (!error.empty()) throw py::value_error("reset_lstm backward (CUDA): " + error);
-        prepare_launch(c, inputs);
-        return with_storage_type(c.inputs.dtype, [&](auto t) {
-          return backward_typed<decltype(t)>(inputs, c, *y, *g, *cl, dy, dh, dc, allow_tf32);
-        });
+        return backward_any(cpu::CellType::kLstm, inputs, kernel, recurrent_kernel, bias,
+                            resets, mask, h0, c0, outputs, gates, cells, d_outputs, d_h, d_c,
+                            time_major, allow_tf32, stream, recurrent_dropout_mask);
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
@@ -523,6 +566,45 @@ void register_cuda_functions(py::module_& m) {
       py::arg("stream") = py::none(), py::arg("recurrent_dropout_mask") = py::none(),
       "Backward (BPTT) on the GPU. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, "
       "d_c0) of the library of `inputs`.");
+  m.def(
+      "gru_forward_cuda",
+      [](const py::object& inputs, const py::object& kernel, const py::object& recurrent_kernel,
+         const py::object& bias, const OptObject& resets, const OptObject& mask,
+         const OptObject& h0, bool time_major, bool training, bool allow_tf32,
+         const OptObject& stream, const OptObject& recurrent_dropout_mask, bool reset_after) {
+        Common c = import_common(gru_cell_type(reset_after), inputs, kernel, recurrent_kernel,
+                                 bias, resets, mask, h0, std::nullopt, recurrent_dropout_mask,
+                                 time_major, stream);
+        prepare_launch(c, inputs);
+        return with_storage_type(c.inputs.dtype, [&](auto t) {
+          return forward_typed<decltype(t)>(inputs, c, training, allow_tf32);
+        });
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
+      py::arg("time_major") = false, py::arg("training") = true, py::arg("allow_tf32") = false,
+      py::arg("stream") = py::none(), py::arg("recurrent_dropout_mask") = py::none(),
+      py::arg("reset_after") = true,
+      "GRU forward on the GPU (as forward_cuda; Keras layout, bias [2, 3H] with reset_after, "
+      "[3H] without). Returns (outputs, h_T, gates).");
+  m.def(
+      "gru_backward_cuda",
+      [](const py::object& inputs, const py::object& kernel, const py::object& recurrent_kernel,
+         const py::object& bias, const OptObject& resets, const OptObject& mask,
+         const OptObject& h0, const py::object& outputs, const py::object& gates,
+         const OptObject& d_outputs, const OptObject& d_h, bool time_major, bool allow_tf32,
+         const OptObject& stream, const OptObject& recurrent_dropout_mask, bool reset_after) {
+        return backward_any(gru_cell_type(reset_after), inputs, kernel, recurrent_kernel, bias,
+                            resets, mask, h0, std::nullopt, outputs, gates, std::nullopt,
+                            d_outputs, d_h, std::nullopt, time_major, allow_tf32, stream,
+                            recurrent_dropout_mask);
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("outputs"), py::arg("gates"),
+      py::arg("d_outputs"), py::arg("d_h"), py::arg("time_major") = false,
+      py::arg("allow_tf32") = false, py::arg("stream") = py::none(),
+      py::arg("recurrent_dropout_mask") = py::none(), py::arg("reset_after") = true,
+      "GRU backward on the GPU. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0).");
   m.def(
       "cuda_available", [] { return unavailable_reason().empty(); },
       "Whether forward_cuda/backward_cuda can run: NVIDIA driver (R580+ for this CUDA 13 build), "
@@ -556,6 +638,8 @@ void register_cuda_functions(py::module_& m) {
   };
   m.def("forward_cuda", unavailable, "Not available: built without CUDA.");
   m.def("backward_cuda", unavailable, "Not available: built without CUDA.");
+  m.def("gru_forward_cuda", unavailable, "Not available: built without CUDA.");
+  m.def("gru_backward_cuda", unavailable, "Not available: built without CUDA.");
   m.def("cuda_available", [] { return false; }, "False: built without CUDA.");
   m.def("cuda_unavailable_reason", [] { return std::string(kReason); });
   m.def("cuda_dtype_unsupported_reason", [](const std::string&, int, int) {

@@ -18,8 +18,8 @@
 #include <pthread.h>
 
 #include "../kernels/cpu_pool.h"
-#include "../kernels/lstm_cpu.h"
-#include "../kernels/lstm_shapes.h"
+#include "../kernels/recurrence_cpu.h"
+#include "../kernels/recurrence_shapes.h"
 #include "openmp_team.h"
 
 namespace py = pybind11;
@@ -116,9 +116,9 @@ Shape ShapeOf(const OptArray& a) {
 }
 
 // The float arguments must all have the dtype of `inputs`; no silent conversion.
-void CheckDtype(const py::dtype& want, const OptArray& a, const char* name) {
+void CheckDtype(const char* op, const py::dtype& want, const OptArray& a, const char* name) {
   if (a && !a->dtype().is(want))
-    throw py::value_error(std::string("reset_lstm: `") + name + "` has dtype " +
+    throw py::value_error(std::string(op) + ": `" + name + "` has dtype " +
                           py::str(a->dtype()).cast<std::string>() + " but `inputs` has " +
                           py::str(want).cast<std::string>() +
                           "; all float arguments must share one dtype");
@@ -170,10 +170,10 @@ std::optional<Arr<T>> Contig(const OptArray& a) {
   return Arr<T>::ensure(*a);
 }
 
-cpu::Dims Validate(const LstmShapes& s, bool time_major) {
+cpu::Dims Validate(const RecurrenceShapes& s, cpu::CellType cell, bool time_major) {
   cpu::Dims d;
-  const std::string error = check_lstm_shapes(s, time_major, &d);
-  if (!error.empty()) throw py::value_error("reset_lstm: " + error);
+  const std::string error = check_shapes(s, cell, time_major, &d);
+  if (!error.empty()) throw py::value_error(std::string(op_name(cell)) + ": " + error);
   return d;
 }
 
@@ -182,25 +182,30 @@ std::vector<py::ssize_t> SeqShape(const cpu::Dims& d, int64_t width) {
                       : std::vector<py::ssize_t>{d.B, d.T, width};
 }
 
+// One forward call of any cell. Returns (outputs, h_T, c_T, gates, cell_states) for a cell with
+// a cell state, else (outputs, h_T, gates); the saved activations are empty when training is
+// false.
 template <typename T>
-py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::array& rkernel,
-                  const py::array& bias, const OptArray& resets, const OptArray& mask,
-                  const OptArray& h0, const OptArray& c0, const OptArray& rdrop,
-                  bool time_major, bool training, int num_threads) {
-  LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
-               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0),
-               ShapeOf(rdrop)};
-  if (h0.has_value() != c0.has_value())
+py::tuple Forward(cpu::CellType cell, const py::array& inputs, const py::array& kernel,
+                  const py::array& rkernel, const py::array& bias, const OptArray& resets,
+                  const OptArray& mask, const OptArray& h0, const OptArray& c0,
+                  const OptArray& rdrop, bool time_major, bool training, int num_threads) {
+  const cpu::CellShape cs = cpu::cell_shape(cell);
+  RecurrenceShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
+                     ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0),
+                     ShapeOf(rdrop)};
+  if (cs.cell_state && h0.has_value() != c0.has_value())
     throw py::value_error("reset_lstm: `initial_state` needs both h0 and c0, or neither");
-  const cpu::Dims d = Validate(s, time_major);
+  const cpu::Dims d = Validate(s, cell, time_major);
   auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel), b = Contig<T>(bias);
   auto h0a = Contig<T>(h0), c0a = Contig<T>(c0), mda = Contig<T>(rdrop);
   auto ra = Contig<bool>(resets), ma = Contig<bool>(mask);
 
+  const std::vector<py::ssize_t> none{0};
   Arr<T> outputs = NewArray<T>(SeqShape(d, d.H)), h = NewArray<T>({d.B, d.H}),
-         c = NewArray<T>({d.B, d.H});
-  Arr<T> gates = NewArray<T>(training ? SeqShape(d, 4 * d.H) : std::vector<py::ssize_t>{0});
-  Arr<T> cells = NewArray<T>(training ? SeqShape(d, d.H) : std::vector<py::ssize_t>{0});
+         c = NewArray<T>(cs.cell_state ? std::vector<py::ssize_t>{d.B, d.H} : none);
+  Arr<T> gates = NewArray<T>(training ? SeqShape(d, cs.saved * d.H) : none);
+  Arr<T> cells = NewArray<T>(training && cs.cell_state ? SeqShape(d, d.H) : none);
   cpu::ForwardArgs<T> a;
   a.dims = d;
   a.inputs = Ptr<T>(x);
@@ -210,37 +215,46 @@ py::tuple Forward(const py::array& inputs, const py::array& kernel, const py::ar
   a.resets = Ptr<bool>(ra);
   a.mask = Ptr<bool>(ma);
   a.h0 = Ptr<T>(h0a);
-  a.c0 = Ptr<T>(c0a);
   a.recurrent_dropout_mask = Ptr<T>(mda);
   a.outputs = MutPtr<T>(outputs);
   a.h_final = MutPtr<T>(h);
-  a.c_final = MutPtr<T>(c);
   a.gates = training ? MutPtr<T>(gates) : nullptr;
-  a.cells = training ? MutPtr<T>(cells) : nullptr;
+  if (cs.cell_state) {
+    a.c0 = Ptr<T>(c0a);
+    a.c_final = MutPtr<T>(c);
+    a.cells = training ? MutPtr<T>(cells) : nullptr;
+  }
   T* ws = ThreadWorkspace<T>(cpu::forward_workspace_size<T>(d, training));
   {
     py::gil_scoped_release release;
     RunKernel(num_threads, [&](const cpu::TaskRunner& runner) { cpu::forward<T>(runner, a, ws); });
   }
+  if (!cs.cell_state) return py::make_tuple(outputs, h, gates);
   return py::make_tuple(outputs, h, c, gates, cells);
 }
 
+// One backward call of any cell: (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0[, d_c0]).
 template <typename T>
-py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::array& rkernel,
-                   const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
-                   const OptArray& c0, const py::array& outputs, const py::array& gates,
-                   const py::array& cells, const OptArray& d_outputs, const OptArray& d_h,
-                   const OptArray& d_c, const OptArray& rdrop, bool time_major,
-                   int num_threads) {
-  LstmShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
-               ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0),
-               ShapeOf(rdrop)};
-  const cpu::Dims d = Validate(s, time_major);
-  const std::string error = check_backward_shapes(
-      {ShapeOf(outputs), ShapeOf(gates), ShapeOf(cells), ShapeOf(d_outputs), ShapeOf(d_h),
-       ShapeOf(d_c)},
-      d);
-  if (!error.empty()) throw py::value_error("reset_lstm backward: " + error);
+py::tuple Backward(cpu::CellType cell, const py::array& inputs, const py::array& kernel,
+                   const py::array& rkernel, const py::array& bias, const OptArray& resets,
+                   const OptArray& mask, const OptArray& h0, const OptArray& c0,
+                   const py::array& outputs, const py::array& gates, const OptArray& cells,
+                   const OptArray& d_outputs, const OptArray& d_h, const OptArray& d_c,
+                   const OptArray& rdrop, bool time_major, int num_threads) {
+  const cpu::CellShape cs = cpu::cell_shape(cell);
+  RecurrenceShapes s{ShapeOf(inputs), ShapeOf(kernel), ShapeOf(rkernel), ShapeOf(bias),
+                     ShapeOf(resets),  ShapeOf(mask),   ShapeOf(h0),      ShapeOf(c0),
+                     ShapeOf(rdrop)};
+  const cpu::Dims d = Validate(s, cell, time_major);
+  BackwardShapes bs;
+  bs.outputs = ShapeOf(outputs);
+  bs.gates = ShapeOf(gates);
+  bs.cells = ShapeOf(cells);
+  bs.d_outputs = ShapeOf(d_outputs);
+  bs.d_h = ShapeOf(d_h);
+  bs.d_c = ShapeOf(d_c);
+  const std::string error = check_backward_shapes(bs, d);
+  if (!error.empty()) throw py::value_error(std::string(op_name(cell)) + " backward: " + error);
 
   auto x = Contig<T>(inputs), k = Contig<T>(kernel), rk = Contig<T>(rkernel);
   auto h0a = Contig<T>(h0), c0a = Contig<T>(c0), ya = Contig<T>(outputs), ga = Contig<T>(gates),
@@ -248,9 +262,14 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
        dca = Contig<T>(d_c), mda = Contig<T>(rdrop);
   auto ra = Contig<bool>(resets), ma = Contig<bool>(mask);
 
-  Arr<T> dx = NewArray<T>(SeqShape(d, d.I)), dk = NewArray<T>({d.I, 4 * d.H}),
-         drk = NewArray<T>({d.H, 4 * d.H}), db = NewArray<T>({4 * d.H}),
-         dh0 = NewArray<T>({d.B, d.H}), dc0 = NewArray<T>({d.B, d.H});
+  const int64_t GH = cs.gates * d.H;
+  const std::vector<py::ssize_t> bias_shape =
+      cs.bias_rows > 1 ? std::vector<py::ssize_t>{cs.bias_rows, GH} : std::vector<py::ssize_t>{GH};
+  Arr<T> dx = NewArray<T>(SeqShape(d, d.I)), dk = NewArray<T>({d.I, GH}),
+         drk = NewArray<T>({d.H, GH}), db = NewArray<T>(bias_shape),
+         dh0 = NewArray<T>({d.B, d.H}),
+         dc0 = NewArray<T>(cs.cell_state ? std::vector<py::ssize_t>{d.B, d.H}
+                                         : std::vector<py::ssize_t>{0});
   cpu::BackwardArgs<T> a;
   a.dims = d;
   a.inputs = Ptr<T>(x);
@@ -259,25 +278,28 @@ py::tuple Backward(const py::array& inputs, const py::array& kernel, const py::a
   a.resets = Ptr<bool>(ra);
   a.mask = Ptr<bool>(ma);
   a.h0 = Ptr<T>(h0a);
-  a.c0 = Ptr<T>(c0a);
   a.recurrent_dropout_mask = Ptr<T>(mda);
   a.outputs = Ptr<T>(ya);
   a.gates = Ptr<T>(ga);
-  a.cells = Ptr<T>(ca);
   a.d_outputs = Ptr<T>(dya);
   a.d_h_final = Ptr<T>(dha);
-  a.d_c_final = Ptr<T>(dca);
   a.d_inputs = MutPtr<T>(dx);
   a.d_kernel = MutPtr<T>(dk);
   a.d_recurrent_kernel = MutPtr<T>(drk);
   a.d_bias = MutPtr<T>(db);
   a.d_h0 = MutPtr<T>(dh0);
-  a.d_c0 = MutPtr<T>(dc0);
+  if (cs.cell_state) {
+    a.c0 = Ptr<T>(c0a);
+    a.cells = Ptr<T>(ca);
+    a.d_c_final = Ptr<T>(dca);
+    a.d_c0 = MutPtr<T>(dc0);
+  }
   T* ws = ThreadWorkspace<T>(cpu::backward_workspace_size<T>(d, mask.has_value()));
   {
     py::gil_scoped_release release;
     RunKernel(num_threads, [&](const cpu::TaskRunner& runner) { cpu::backward<T>(runner, a, ws); });
   }
+  if (!cs.cell_state) return py::make_tuple(dx, dk, drk, db, dh0);
   return py::make_tuple(dx, dk, drk, db, dh0, dc0);
 }
 
@@ -303,6 +325,81 @@ py::tuple ViewAs(const py::tuple& results, const py::dtype& dt) {
 
 const char* kFloatTypes = "float32, float64 or bfloat16 (ml_dtypes)";
 
+[[noreturn]] void RefuseDtype(cpu::CellType cell, const py::dtype& dt) {
+  throw py::value_error(std::string(op_name(cell)) + ": `inputs` must be " + kFloatTypes +
+                        ", got " + py::str(dt).cast<std::string>());
+}
+
+// Forward of `cell` in the storage type of `inputs` (every float argument must share it).
+py::tuple ForwardAny(cpu::CellType cell, const py::array& inputs, const py::array& kernel,
+                     const py::array& recurrent_kernel, const py::array& bias,
+                     const OptArray& resets, const OptArray& mask, const OptArray& h0,
+                     const OptArray& c0, bool time_major, bool training, int num_threads,
+                     const OptArray& recurrent_dropout_mask) {
+  const char* op = op_name(cell);
+  const bool lstm = cell == cpu::CellType::kLstm;
+  const py::dtype dt = inputs.dtype();
+  for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
+                         {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
+                         {h0, lstm ? "initial_state[0] (h)" : "initial_state"},
+                         {c0, "initial_state[1] (c)"},
+                         {recurrent_dropout_mask, "recurrent_dropout_mask"}})
+    CheckDtype(op, dt, a, name);
+  if (IsFloat(dt, 'f'))
+    return Forward<float>(cell, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                          recurrent_dropout_mask, time_major, training, num_threads);
+  if (IsFloat(dt, 'd'))
+    return Forward<double>(cell, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                           recurrent_dropout_mask, time_major, training, num_threads);
+  if (IsBfloat16(dt))
+    return ViewAs(Forward<cpu::bf16>(cell, *Bits(inputs), *Bits(kernel), *Bits(recurrent_kernel),
+                                     *Bits(bias), resets, mask, Bits(h0), Bits(c0),
+                                     Bits(recurrent_dropout_mask), time_major, training,
+                                     num_threads),
+                  dt);
+  RefuseDtype(cell, dt);
+}
+
+// Backward of `cell` in the storage type of `inputs`.
+py::tuple BackwardAny(cpu::CellType cell, const py::array& inputs, const py::array& kernel,
+                      const py::array& recurrent_kernel, const py::array& bias,
+                      const OptArray& resets, const OptArray& mask, const OptArray& h0,
+                      const OptArray& c0, const py::array& outputs, const py::array& gates,
+                      const OptArray& cells, const OptArray& d_outputs, const OptArray& d_h,
+                      const OptArray& d_c, bool time_major, int num_threads,
+                      const OptArray& recurrent_dropout_mask) {
+  const char* op = op_name(cell);
+  const bool lstm = cell == cpu::CellType::kLstm;
+  const py::dtype dt = inputs.dtype();
+  for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
+                         {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
+                         {h0, lstm ? "initial_state[0] (h)" : "initial_state"},
+                         {c0, "initial_state[1] (c)"}, {outputs, "outputs"}, {gates, "gates"},
+                         {cells, "cell_states"}, {d_outputs, "d_outputs"}, {d_h, "d_h"},
+                         {d_c, "d_c"}, {recurrent_dropout_mask, "recurrent_dropout_mask"}})
+    CheckDtype(op, dt, a, name);
+  if (IsFloat(dt, 'f'))
+    return Backward<float>(cell, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                           outputs, gates, cells, d_outputs, d_h, d_c, recurrent_dropout_mask,
+                           time_major, num_threads);
+  if (IsFloat(dt, 'd'))
+    return Backward<double>(cell, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
+                            outputs, gates, cells, d_outputs, d_h, d_c, recurrent_dropout_mask,
+                            time_major, num_threads);
+  if (IsBfloat16(dt))
+    return ViewAs(Backward<cpu::bf16>(cell, *Bits(inputs), *Bits(kernel), *Bits(recurrent_kernel),
+                                      *Bits(bias), resets, mask, Bits(h0), Bits(c0),
+                                      *Bits(outputs), *Bits(gates), Bits(cells), Bits(d_outputs),
+                                      Bits(d_h), Bits(d_c), Bits(recurrent_dropout_mask),
+                                      time_major, num_threads),
+                  dt);
+  RefuseDtype(cell, dt);
+}
+
+cpu::CellType GruCellType(bool reset_after) {
+  return reset_after ? cpu::CellType::kGru : cpu::CellType::kGruResetBefore;
+}
+
 }  // namespace
 }  // namespace resetlstm
 
@@ -315,35 +412,18 @@ PYBIND11_MODULE(_native, m) {
          const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
          const OptArray& c0, bool time_major, bool training, int num_threads,
          const OptArray& recurrent_dropout_mask) {
-        const py::dtype dt = inputs.dtype();
-        for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
-                               {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
-                               {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"},
-                               {recurrent_dropout_mask, "recurrent_dropout_mask"}})
-          CheckDtype(dt, a, name);
-        if (IsFloat(dt, 'f'))
-          return Forward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                recurrent_dropout_mask, time_major, training, num_threads);
-        if (IsFloat(dt, 'd'))
-          return Forward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 recurrent_dropout_mask, time_major, training, num_threads);
-        if (IsBfloat16(dt))
-          return ViewAs(Forward<cpu::bf16>(*Bits(inputs), *Bits(kernel), *Bits(recurrent_kernel),
-                                           *Bits(bias), resets, mask, Bits(h0), Bits(c0),
-                                           Bits(recurrent_dropout_mask), time_major, training,
-                                           num_threads),
-                        dt);
-        throw py::value_error(std::string("reset_lstm: `inputs` must be ") + kFloatTypes +
-                              ", got " + py::str(dt).cast<std::string>());
+        return ForwardAny(cpu::CellType::kLstm, inputs, kernel, recurrent_kernel, bias, resets,
+                          mask, h0, c0, time_major, training, num_threads,
+                          recurrent_dropout_mask);
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
       py::arg("c0") = py::none(), py::arg("time_major") = false, py::arg("training") = true,
       py::arg("num_threads") = 0, py::arg("recurrent_dropout_mask") = py::none(),
-      "Forward over a sequence (float32, float64, or ml_dtypes.bfloat16: the bf16 kernels, "
+      "LSTM forward over a sequence (float32, float64, or ml_dtypes.bfloat16: the bf16 kernels, "
       "float32 accumulation and cell state). Returns (outputs, h_T, c_T, gates, cell_states); "
-      "gates and cell_states are empty when training=False. recurrent_dropout_mask [B, H]: every step "
-      "reads recurrent_dropout_mask * h in the recurrent matmul.");
+      "gates and cell_states are empty when training=False. recurrent_dropout_mask [B, H]: "
+      "every step reads recurrent_dropout_mask * h in the recurrent matmul.");
   m.def(
       "backward",
       [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
@@ -352,39 +432,51 @@ PYBIND11_MODULE(_native, m) {
          const py::array& cells, const OptArray& d_outputs, const OptArray& d_h,
          const OptArray& d_c, bool time_major, int num_threads,
          const OptArray& recurrent_dropout_mask) {
-        const py::dtype dt = inputs.dtype();
-        for (auto [a, name] : {std::pair<OptArray, const char*>{kernel, "kernel"},
-                               {recurrent_kernel, "recurrent_kernel"}, {bias, "bias"},
-                               {h0, "initial_state[0] (h)"}, {c0, "initial_state[1] (c)"},
-                               {outputs, "outputs"}, {gates, "gates"}, {cells, "cell_states"},
-                               {d_outputs, "d_outputs"}, {d_h, "d_h"}, {d_c, "d_c"},
-                               {recurrent_dropout_mask, "recurrent_dropout_mask"}})
-          CheckDtype(dt, a, name);
-        if (IsFloat(dt, 'f'))
-          return Backward<float>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                 outputs, gates, cells, d_outputs, d_h, d_c,
-                                 recurrent_dropout_mask, time_major, num_threads);
-        if (IsFloat(dt, 'd'))
-          return Backward<double>(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0,
-                                  outputs, gates, cells, d_outputs, d_h, d_c,
-                                  recurrent_dropout_mask, time_major, num_threads);
-        if (IsBfloat16(dt))
-          return ViewAs(
-              Backward<cpu::bf16>(*Bits(inputs), *Bits(kernel), *Bits(recurrent_kernel),
-                                  *Bits(bias), resets, mask, Bits(h0), Bits(c0), *Bits(outputs),
-                                  *Bits(gates), *Bits(cells), Bits(d_outputs), Bits(d_h),
-                                  Bits(d_c), Bits(recurrent_dropout_mask), time_major,
-                                  num_threads),
-              dt);
-        throw py::value_error(std::string("reset_lstm: `inputs` must be ") + kFloatTypes +
-                              ", got " + py::str(dt).cast<std::string>());
+        return BackwardAny(cpu::CellType::kLstm, inputs, kernel, recurrent_kernel, bias, resets,
+                           mask, h0, c0, outputs, gates, cells, d_outputs, d_h, d_c, time_major,
+                           num_threads, recurrent_dropout_mask);
       },
       py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("c0"), py::arg("outputs"),
       py::arg("gates"), py::arg("cell_states"), py::arg("d_outputs"), py::arg("d_h"),
       py::arg("d_c"), py::arg("time_major") = false, py::arg("num_threads") = 0,
       py::arg("recurrent_dropout_mask") = py::none(),
-      "Backward (BPTT); recurrent_dropout_mask as given to forward. Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
+      "LSTM backward (BPTT); recurrent_dropout_mask as given to forward. Returns (d_inputs, "
+      "d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0).");
+  m.def(
+      "gru_forward",
+      [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
+         const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
+         bool time_major, bool training, int num_threads, const OptArray& recurrent_dropout_mask,
+         bool reset_after) {
+        return ForwardAny(GruCellType(reset_after), inputs, kernel, recurrent_kernel, bias, resets,
+                          mask, h0, std::nullopt, time_major, training, num_threads,
+                          recurrent_dropout_mask);
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets") = py::none(), py::arg("mask") = py::none(), py::arg("h0") = py::none(),
+      py::arg("time_major") = false, py::arg("training") = true, py::arg("num_threads") = 0,
+      py::arg("recurrent_dropout_mask") = py::none(), py::arg("reset_after") = true,
+      "GRU forward over a sequence, Keras layout (kernel [I, 3H], recurrent_kernel [H, 3H], gates "
+      "z, r, h; bias [2, 3H] with reset_after=True, [3H] without). Returns (outputs, h_T, gates); "
+      "gates (the saved activations) is empty when training=False.");
+  m.def(
+      "gru_backward",
+      [](const py::array& inputs, const py::array& kernel, const py::array& recurrent_kernel,
+         const py::array& bias, const OptArray& resets, const OptArray& mask, const OptArray& h0,
+         const py::array& outputs, const py::array& gates, const OptArray& d_outputs,
+         const OptArray& d_h, bool time_major, int num_threads,
+         const OptArray& recurrent_dropout_mask, bool reset_after) {
+        return BackwardAny(GruCellType(reset_after), inputs, kernel, recurrent_kernel, bias, resets,
+                           mask, h0, std::nullopt, outputs, gates, std::nullopt, d_outputs, d_h,
+                           std::nullopt, time_major, num_threads, recurrent_dropout_mask);
+      },
+      py::arg("inputs"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+      py::arg("resets"), py::arg("mask"), py::arg("h0"), py::arg("outputs"), py::arg("gates"),
+      py::arg("d_outputs"), py::arg("d_h"), py::arg("time_major") = false,
+      py::arg("num_threads") = 0, py::arg("recurrent_dropout_mask") = py::none(),
+      py::arg("reset_after") = true,
+      "GRU backward (BPTT). Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0).");
   m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
   m.def(
       "use_openmp_runtime",

@@ -14,6 +14,8 @@ load their front end on first use::
                                          resets=None, initial_state=None, mask=None,
                                          time_major=False)               # resetlstm.tf
     h, c = resetlstm.reset_lstm_cell(x_t, h, c, kernel, recurrent_kernel, bias, reset=None)
+    outputs, h = resetlstm.reset_gru(inputs, kernel, recurrent_kernel, bias, resets=None,
+                                     reset_after=True)             # resetlstm.tf
     layer = resetlstm.ResetLSTM(units, return_sequences=False, stateful=False)  # resetlstm.keras
     bi = resetlstm.Bidirectional(resetlstm.ResetLSTM(units, return_sequences=True))
     server = resetlstm.StreamingModel(trained_model, slots=256)           # resetlstm.tf
@@ -31,7 +33,8 @@ from resetlstm import data
 from resetlstm._after_import import after_import
 from resetlstm._version import __version__
 
-__all__ = ["__version__", "build_info", "reset_lstm", "reset_lstm_cell", "ResetLSTM",
+__all__ = ["__version__", "build_info", "reset_lstm", "reset_lstm_cell", "reset_gru",
+           "reset_gru_cell", "ResetLSTM",
            "Bidirectional", "StreamingModel", "data", "export_portable", "export_litert",
            "export_onnx", "portable_reset_lstm"]
 
@@ -41,6 +44,8 @@ _LAZY = {"ResetLSTM": ("resetlstm.keras", "tensorflow"),
          "build_info": ("resetlstm.tf.ops", "tensorflow"),
          "reset_lstm": ("resetlstm.tf.ops", "tensorflow"),
          "reset_lstm_cell": ("resetlstm.tf.ops", "tensorflow"),
+         "reset_gru": ("resetlstm.tf.gru", "tensorflow"),
+         "reset_gru_cell": ("resetlstm.tf.gru", "tensorflow"),
          "StreamingModel": ("resetlstm.tf.streaming", "tensorflow"),
          "export_portable": ("resetlstm.tf.export", "tensorflow"),
          "export_litert": ("resetlstm.tf.export", "tensorflow"),
@@ -78,7 +83,7 @@ def _register_tf_op():
 
     library = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resetlstm_ops.so")
     if os.path.exists(library):  # not in builds without the TensorFlow op (RESETLSTM_TF=OFF)
-        importlib.import_module("resetlstm.tf.ops")
+        importlib.import_module("resetlstm.tf")  # the ops and their gradients
 
 
 after_import("keras", _register_keras_layers)

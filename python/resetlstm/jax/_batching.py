@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.interpreters import batching
 
-from resetlstm.jax._primitives import (FORWARD_RESULTS, WEIGHTS, axes, backward_p, forward_p)
+from resetlstm.jax._primitives import WEIGHTS, backward_p, forward_p
 
 
 def _size(args, bdims):
@@ -44,15 +44,15 @@ def _forward_batch(args, bdims, *, cfg, training):
         if name in WEIGHTS:
             folded.append(x)
             continue
-        b = axes(name, cfg.time_major).index("b")
+        b = cfg.axes(name).index("b")
         if d is None:
             x, d = jnp.broadcast_to(x[None], (n,) + x.shape), 0
         x = jnp.moveaxis(x, d, b)  # [.., N, B, ..]
         folded.append(x.reshape(x.shape[:b] + (n * x.shape[b + 1],) + x.shape[b + 2:]))
     outs = forward_p.bind(*folded, cfg=cfg, training=training)
     results, out_dims = [], []
-    for name, y in zip(FORWARD_RESULTS, outs):
-        b = axes(name, cfg.time_major).index("b")
+    for name, y in zip(cfg.forward_results(training), outs):
+        b = cfg.axes(name).index("b")
         results.append(y.reshape(y.shape[:b] + (n, y.shape[b] // n) + y.shape[b + 1:]))
         out_dims.append(b)
     return results, out_dims

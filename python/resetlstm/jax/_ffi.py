@@ -70,12 +70,12 @@ def kernel_dtype(platform: str, dtype) -> np.dtype:
 
 
 def workspace_bytes(platform: str, direction: str, dtype, dims, time_major: bool,
-                    flag: bool) -> int:
+                    flag: bool, cell: int) -> int:
     """Bytes of a call's workspace result (flag: training for the forward, has_mask for the
-    backward)."""
+    backward; cell: the FFI's cell attribute)."""
     B, T, I, H = dims
     return _jax_ffi.workspace_bytes(platform, direction, np.dtype(dtype).name, B, T, I, H,
-                                    time_major, flag)
+                                    time_major, flag, cell)
 
 
 check_shapes = _jax_ffi.check_shapes

@@ -1,4 +1,4 @@
-"""Lowering of the kernel primitives to the XLA FFI custom calls (csrc/jax/ffi_lstm_args.h has
+"""Lowering of the kernel primitives to the XLA FFI custom calls (csrc/jax/ffi_args.h has
 the call layout): absent optional arguments become zero-size placeholders, half dtypes without
 kernels on the platform are widened to float32 around the call (``_ffi.kernel_dtype``), and
 the call gets one more result than the primitive: its workspace, a uint8 buffer that XLA
@@ -16,14 +16,20 @@ from jax.extend.mlir.dialects import stablehlo as hlo
 from jax.interpreters import mlir
 
 from resetlstm.jax import _ffi
-from resetlstm.jax._primitives import (Config, backward_kernel_p, dims, forward_kernel_p)
+from resetlstm.jax._primitives import (CELLS, Config, backward_kernel_p, dims, forward_kernel_p)
 
-# The custom calls' operands (ffi_lstm_args.h), every optional one present or a placeholder.
+# The custom calls' operands (ffi_args.h), every optional one present or a placeholder.
 _OPTIONAL = ("resets", "mask", "h0", "c0", "dropout")
 _LAYOUT = {
     "forward": ("inputs", "kernel", "recurrent_kernel", "bias") + _OPTIONAL,
     "backward": (("inputs", "kernel", "recurrent_kernel") + _OPTIONAL
                  + ("outputs", "gates", "cells", "d_outputs", "d_h", "d_c")),
+}
+# The custom calls' results (before the workspace); a cell without a cell state gets [0]
+# placeholders for c, cells, d_c0, as the forward without training does for gates and cells.
+_RESULTS = {
+    "forward": ("outputs", "h", "c", "gates", "cells"),
+    "backward": ("d_inputs", "d_kernel", "d_recurrent_kernel", "d_bias", "d_h0", "d_c0"),
 }
 
 
@@ -62,10 +68,13 @@ def _lower(ctx, *operands, platform: str, cfg: Config, direction: str, training=
 
     shape = dims(cfg, names, ctx.avals_in)
     flag = training if direction == "forward" else cfg.has_mask
-    nbytes = _ffi.workspace_bytes(platform, direction, kdtype, shape, cfg.time_major, flag)
-    avals_out = [a.update(dtype=kdtype) for a in ctx.avals_out]
-    if direction == "forward" and not training:  # gates and cells: [0], nothing saved
-        avals_out += [ShapedArray((0,), kdtype)] * 2
+    nbytes = _ffi.workspace_bytes(platform, direction, kdtype, shape, cfg.time_major, flag,
+                                  CELLS[cfg.cell][0])
+    results = (cfg.forward_results(training) if direction == "forward"
+               else cfg.backward_results())
+    produced = dict(zip(results, ctx.avals_out))
+    avals_out = [produced[n].update(dtype=kdtype) if n in produced
+                 else ShapedArray((0,), kdtype) for n in _RESULTS[direction]]
     avals_out.append(ShapedArray((nbytes,), np.uint8))
     attrs = cfg.flags()
     if direction == "forward":
@@ -73,9 +82,11 @@ def _lower(ctx, *operands, platform: str, cfg: Config, direction: str, training=
     if platform == "cuda":
         attrs["allow_tf32"] = _allow_tf32()
     lowering = jax.ffi.ffi_lowering(_ffi.FORWARD if direction == "forward" else _ffi.BACKWARD)
-    results = lowering(ctx.replace(avals_in=avals, avals_out=avals_out), *values, **attrs)
-    results = results[:len(ctx.avals_out)]
-    return [_convert(r, a.update(dtype=kdtype), a.dtype) for r, a in zip(results, ctx.avals_out)]
+    outs = dict(zip(_RESULTS[direction],
+                    lowering(ctx.replace(avals_in=avals, avals_out=avals_out), *values,
+                             **attrs)))
+    return [_convert(outs[n], a.update(dtype=kdtype), a.dtype)
+            for n, a in zip(results, ctx.avals_out)]
 
 
 def _forward_lowering(ctx, *operands, cfg: Config, training: bool, platform: str):

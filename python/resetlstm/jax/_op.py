@@ -5,57 +5,23 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from resetlstm.jax import _batching, _lowering, _sharding  # noqa: F401  (register the rules)
 from resetlstm.jax import _ffi
+from resetlstm.jax._args import check_time_major, flag_array, float_array, present, shape
 from resetlstm.jax._primitives import Config, backward_p, forward_p
-
-_FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
-
-
-def _float_array(value, name: str, dtype=None):
-    """`value` as a jax array of `dtype` (python numbers and lists take it); an error naming the
-    argument when it is an array of another dtype."""
-    if dtype is not None and not hasattr(value, "dtype"):
-        return jnp.asarray(value, dtype=dtype)
-    x = jnp.asarray(value)
-    if dtype is None:
-        if x.dtype.name not in _FLOAT_DTYPES:
-            raise ValueError(f"reset_lstm: `{name}` must be float32, float64, float16 or "
-                             f"bfloat16, got {x.dtype.name}")
-    elif x.dtype != dtype:
-        raise ValueError(f"reset_lstm: `{name}` has dtype {x.dtype.name} but `inputs` has "
-                         f"{np.dtype(dtype).name}; all float arguments must share one dtype")
-    return x
-
-
-def _flag_array(value, name: str):
-    """bool, or 0/1 integers/floats (any nonzero value counts as True)."""
-    x = jnp.asarray(value)
-    if x.dtype == jnp.bool_:
-        return x
-    if not (jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
-        raise ValueError(f"reset_lstm: `{name}` must be bool or 0/1 numbers, got {x.dtype.name}")
-    return x != 0
-
-
-def _present(*args):
-    return [a for a in args if a is not None]
-
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _reset_lstm(cfg, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout):
     outputs, h, c = forward_p.bind(
-        *_present(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout),
+        *present(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout),
         cfg=cfg, training=False)
     return outputs, h, c
 
 
 def _reset_lstm_fwd(cfg, inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout):
     outputs, h, c, gates, cells = forward_p.bind(
-        *_present(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout),
+        *present(inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout),
         cfg=cfg, training=True)
     saved = (inputs, kernel, recurrent_kernel, resets, mask, h0, c0, dropout, outputs, gates,
              cells)
@@ -66,7 +32,7 @@ def _reset_lstm_bwd(cfg, saved, cotangents):
     inputs, kernel, recurrent_kernel, resets, mask, h0, c0, dropout, outputs, gates, cells = saved
     d_outputs, d_h, d_c = cotangents
     dx, dk, drk, db, dh0, dc0 = backward_p.bind(
-        *_present(inputs, kernel, recurrent_kernel, resets, mask, h0, c0, dropout),
+        *present(inputs, kernel, recurrent_kernel, resets, mask, h0, c0, dropout),
         outputs, gates, cells, d_outputs, d_h, d_c, cfg=cfg)
     if not cfg.has_state:
         dh0 = dc0 = None
@@ -107,30 +73,25 @@ def reset_lstm(inputs, kernel, recurrent_kernel, bias, resets=None, mask=None,
       kernel, recurrent_kernel, bias and initial_state; resets, mask and
       recurrent_dropout_mask get zero gradients.
     """
-    if not isinstance(time_major, (bool, np.bool_)):
-        raise ValueError(f"reset_lstm: `time_major` must be a Python bool, got "
-                         f"{type(time_major).__name__}")
-    inputs = _float_array(inputs, "inputs")
+    time_major = check_time_major(time_major, "reset_lstm")
+    inputs = float_array(inputs, "inputs")
     dtype = inputs.dtype
-    kernel = _float_array(kernel, "kernel", dtype)
-    recurrent_kernel = _float_array(recurrent_kernel, "recurrent_kernel", dtype)
-    bias = _float_array(bias, "bias", dtype)
-    resets = None if resets is None else _flag_array(resets, "resets")
-    mask = None if mask is None else _flag_array(mask, "mask")
+    kernel = float_array(kernel, "kernel", dtype)
+    recurrent_kernel = float_array(recurrent_kernel, "recurrent_kernel", dtype)
+    bias = float_array(bias, "bias", dtype)
+    resets = None if resets is None else flag_array(resets, "resets")
+    mask = None if mask is None else flag_array(mask, "mask")
     h0 = c0 = None
     if initial_state is not None:
         if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
             length = f" of length {len(initial_state)}" if hasattr(initial_state, "__len__") else ""
             raise ValueError("reset_lstm: `initial_state` must be a pair (h0, c0) of [B, H] "
                              f"arrays, got {type(initial_state).__name__}{length}")
-        h0 = _float_array(initial_state[0], "initial_state[0] (h)", dtype)
-        c0 = _float_array(initial_state[1], "initial_state[1] (c)", dtype)
+        h0 = float_array(initial_state[0], "initial_state[0] (h)", dtype)
+        c0 = float_array(initial_state[1], "initial_state[1] (c)", dtype)
     dropout = None
     if recurrent_dropout_mask is not None:
-        dropout = _float_array(recurrent_dropout_mask, "recurrent_dropout_mask", dtype)
-
-    def shape(x):
-        return None if x is None else tuple(x.shape)
+        dropout = float_array(recurrent_dropout_mask, "recurrent_dropout_mask", dtype)
 
     _ffi.check_shapes(shape(inputs), shape(kernel), shape(recurrent_kernel), shape(bias),
                       shape(resets), shape(mask), shape(h0), shape(c0), shape(dropout),

@@ -18,9 +18,8 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.interpreters import mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from resetlstm.jax._primitives import (BACKWARD_RESULTS, FORWARD_RESULTS, Config, WEIGHTS, axes,
-                                       backward_kernel_p, backward_p, forward_kernel_p,
-                                       forward_p)
+from resetlstm.jax._primitives import (Config, WEIGHTS, backward_kernel_p, backward_p,
+                                       forward_kernel_p, forward_p)
 
 
 def _batch_spec(cfg: Config, mesh, arg_shapes):
@@ -41,19 +40,15 @@ def _batch_spec(cfg: Config, mesh, arg_shapes):
 def _shardings(mesh, names, cfg: Config, batch):
     """Each array sharded along its batch axis only."""
     return tuple(NamedSharding(mesh, PartitionSpec(*(batch if a == "b" else None
-                                                      for a in axes(n, cfg.time_major))))
+                                                      for a in cfg.axes(n))))
                  for n in names)
 
 
 def _rule(names, results, cfg: Config) -> str:
     """The Shardy sharding rule: which axes of the operands and results are the same factor."""
     def spec(n):
-        return " ".join(axes(n, cfg.time_major))
+        return " ".join(cfg.axes(n))
     return ", ".join(spec(n) for n in names) + " -> " + ", ".join(spec(n) for n in results)
-
-
-def _forward_results(training):
-    return FORWARD_RESULTS if training else FORWARD_RESULTS[:3]
 
 
 # ---- forward ------------------------------------------------------------------------------------
@@ -66,7 +61,8 @@ _forward = custom_partitioning(_forward_kernels, static_argnums=(0, 1))
 
 
 def _forward_infer(cfg, training, mesh, arg_shapes, result_shape):
-    return _shardings(mesh, _forward_results(training), cfg, _batch_spec(cfg, mesh, arg_shapes))
+    return _shardings(mesh, cfg.forward_results(training), cfg,
+                      _batch_spec(cfg, mesh, arg_shapes))
 
 
 def _forward_partition(cfg, training, mesh, arg_shapes, result_shape):
@@ -75,12 +71,12 @@ def _forward_partition(cfg, training, mesh, arg_shapes, result_shape):
     def lower(*args):
         return _forward_kernels(cfg, training, *args)
 
-    return (mesh, lower, _shardings(mesh, _forward_results(training), cfg, batch),
+    return (mesh, lower, _shardings(mesh, cfg.forward_results(training), cfg, batch),
             _shardings(mesh, cfg.forward_names(), cfg, batch))
 
 
 def _forward_rule(cfg, training, mesh, value_types, result_types):
-    return _rule(cfg.forward_names(), _forward_results(training), cfg)
+    return _rule(cfg.forward_names(), cfg.forward_results(training), cfg)
 
 
 _forward.def_partition(partition=_forward_partition,
@@ -98,7 +94,7 @@ _backward = custom_partitioning(_backward_kernels, static_argnums=(0,))
 
 
 def _backward_infer(cfg, mesh, arg_shapes, result_shape):
-    return _shardings(mesh, BACKWARD_RESULTS, cfg, _batch_spec(cfg, mesh, arg_shapes))
+    return _shardings(mesh, cfg.backward_results(), cfg, _batch_spec(cfg, mesh, arg_shapes))
 
 
 def _backward_partition(cfg, mesh, arg_shapes, result_shape):
@@ -107,17 +103,17 @@ def _backward_partition(cfg, mesh, arg_shapes, result_shape):
     def lower(*args):
         grads = list(_backward_kernels(cfg, *args))
         if batch is not None:  # each shard's weight gradients cover its rows only
-            for k, name in enumerate(BACKWARD_RESULTS):
+            for k, name in enumerate(cfg.backward_results()):
                 if name[2:] in WEIGHTS:
                     grads[k] = jax.lax.psum(grads[k], batch)
         return tuple(grads)
 
-    return (mesh, lower, _shardings(mesh, BACKWARD_RESULTS, cfg, batch),
+    return (mesh, lower, _shardings(mesh, cfg.backward_results(), cfg, batch),
             _shardings(mesh, cfg.backward_names(), cfg, batch))
 
 
 def _backward_rule(cfg, mesh, value_types, result_types):
-    return _rule(cfg.backward_names(), BACKWARD_RESULTS, cfg)
+    return _rule(cfg.backward_names(), cfg.backward_results(), cfg)
 
 
 _backward.def_partition(partition=_backward_partition,

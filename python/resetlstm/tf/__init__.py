@@ -6,6 +6,9 @@ streaming inference and exports that run without resetlstm.
     outputs, h, c = rtf.reset_lstm(inputs, kernel, recurrent_kernel, bias, resets=None,
                                    initial_state=None, mask=None, time_major=False)
     h, c = rtf.reset_lstm_cell(x_t, h, c, kernel, recurrent_kernel, bias, reset=None)
+    outputs, h = rtf.reset_gru(inputs, kernel, recurrent_kernel, bias, resets=None,
+                               reset_after=True)             # kernels [I, 3H], [H, 3H]
+    h = rtf.reset_gru_cell(x_t, h, kernel, recurrent_kernel, bias, reset=None)
     server = rtf.StreamingModel(model, slots=256)
     rtf.export_portable(model, path)      # also export_litert, export_onnx: stock ops only
 
@@ -14,9 +17,11 @@ load); the streaming and export parts load Keras on first use.
 """
 import importlib
 
+from resetlstm.tf.gru import reset_gru, reset_gru_cell
 from resetlstm.tf.ops import build_info, reset_lstm, reset_lstm_cell
 
-__all__ = ["build_info", "reset_lstm", "reset_lstm_cell", "StreamingModel", "export_portable",
+__all__ = ["build_info", "reset_lstm", "reset_lstm_cell", "reset_gru", "reset_gru_cell",
+           "StreamingModel", "export_portable",
            "export_litert", "export_onnx", "portable_reset_lstm", "lowered"]
 
 # name -> module, imported on first use (they need Keras)

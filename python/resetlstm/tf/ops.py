@@ -1,4 +1,5 @@
-"""TensorFlow bindings: loads the op library, wraps the ops, registers their gradient."""
+"""TensorFlow bindings: loads the op library (the LSTM's and the GRU's ops), wraps the LSTM's and
+registers its gradient (the GRU's: resetlstm.tf.gru)."""
 from __future__ import annotations
 
 import os
@@ -119,18 +120,18 @@ def _could_record_gradient() -> bool:
         return True
 
 
-def _float_tensor(value, name: str, dtype=None):
+def _float_tensor(value, name: str, dtype=None, caller: str = "reset_lstm"):
     if isinstance(value, (tf.Tensor, tf.Variable)) or hasattr(value, "dtype"):
         t = tf.convert_to_tensor(value)
     else:  # python lists/scalars take the dtype of `inputs`
         t = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
     if dtype is None:
         if t.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"reset_lstm: `{name}` must be float32, float64, float16 or "
+            raise ValueError(f"{caller}: `{name}` must be float32, float64, float16 or "
                              f"bfloat16, got {t.dtype.name}")
     elif t.dtype != dtype:
         raise ValueError(
-            f"reset_lstm: `{name}` has dtype {t.dtype.name} but `inputs` has {dtype.name}; "
+            f"{caller}: `{name}` has dtype {t.dtype.name} but `inputs` has {dtype.name}; "
             "all float arguments must share one dtype"
         )
     return t

@@ -203,10 +203,11 @@ def _setup_context(ctx, inputs, output):
 def _forward_backward(ctx, d_outputs, d_h, d_c, _d_gates, _d_cells):
     x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop, outputs, gates, cells = \
         ctx.saved_tensors
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        # create_graph=True: the gradient must be differentiable itself (double backward)
-        return _differentiable_backward(ctx, (x, kernel, recurrent_kernel, bias, resets, mask,
-                                              h0, c0, drop), (d_outputs, d_h, d_c))
+    if creating_graph():  # the gradient must be differentiable itself (double backward)
+        return differentiable_backward(
+            ctx, lambda *a: reset_lstm_composite(*a, ctx.time_major),
+            (x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop), _DIFFERENTIABLE,
+            11, (d_outputs, d_h, d_c))
     if not ctx.training:
         outputs, _, _, gates, cells = _forward(x, kernel, recurrent_kernel, bias, resets, mask,
                                                h0, c0, drop, ctx.time_major, True)
@@ -223,38 +224,24 @@ def _forward_backward(ctx, d_outputs, d_h, d_c, _d_gates, _d_cells):
 _DIFFERENTIABLE = (0, 1, 2, 3, 6, 7)
 
 
-def _differentiable_backward(ctx, saved, upstream):
-    """The op's gradients as differentiable tensors: autograd through the composite
-    (resetlstm.torch.composite) of the same computation, recorded so that the gradients can
-    be differentiated again. Used only when backward runs with create_graph=True."""
-    x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop = saved
-    args = (x, kernel, recurrent_kernel, bias, resets, mask, h0, c0, drop)
-    wanted = [i for i in _DIFFERENTIABLE if ctx.needs_input_grad[i] and args[i] is not None]
-    results = [None] * 11
-    pairs = [(out, grad) for out, grad in
-             zip(reset_lstm_composite(*args, ctx.time_major), upstream) if grad is not None]
-    if not wanted or not pairs:
-        return tuple(results)
-    grads = torch.autograd.grad([out for out, _ in pairs], [args[i] for i in wanted],
-                                [grad for _, grad in pairs], create_graph=True,
-                                allow_unused=True)
-    for i, grad in zip(wanted, grads):
-        results[i] = torch.zeros_like(args[i]) if grad is None else grad
-    return tuple(results)
-
-
 torch.library.register_autograd("resetlstm::forward", _forward_backward,
                                 setup_context=_setup_context)
 
 
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError("resetlstm: the fused backward has no gradient of its own. Double "
-                       "backward (create_graph=True) runs eagerly, through a differentiable "
-                       "composite of the LSTM; it is not available inside torch.compile")
+def refuse_double_backward(backward_op: str, cell: str):
+    """Registers the autograd of a fused backward op: an error, since double backward
+    (create_graph=True) runs eagerly through the cell's differentiable composite instead."""
+    def refuse(ctx, *grads):
+        raise RuntimeError(f"resetlstm: the fused {cell} backward has no gradient of its own. "
+                           "Double backward (create_graph=True) runs eagerly, through a "
+                           f"differentiable composite of the {cell}; it is not available inside "
+                           "torch.compile")
+
+    torch.library.register_autograd(backward_op, refuse,
+                                    setup_context=lambda ctx, inputs, output: None)
 
 
-torch.library.register_autograd("resetlstm::backward", _no_double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("resetlstm::backward", "LSTM")
 
 
 # ---------------------------------------------------------------------------- functional API
@@ -271,35 +258,94 @@ def _runs_natively(dtype: torch.dtype, device: torch.device) -> bool:
     return dtype == torch.bfloat16 and _native.bf16_gemm() == "avx512_bf16"
 
 
-def _check_float(value, name: str, like: Optional[Tensor] = None) -> Tensor:
+def _check_float(value, name: str, like: Optional[Tensor] = None,
+                 op: str = "reset_lstm") -> Tensor:
     if not isinstance(value, Tensor):
-        raise TypeError(f"reset_lstm: `{name}` must be a torch.Tensor, got "
-                        f"{type(value).__name__}")
+        raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(value).__name__}")
     if like is None:
         if value.dtype not in _KERNEL_DTYPES + _HALF_DTYPES:
-            raise ValueError(f"reset_lstm: `{name}` must be float32, float64, float16 or "
+            raise ValueError(f"{op}: `{name}` must be float32, float64, float16 or "
                              f"bfloat16, got {value.dtype}")
         if value.device.type not in ("cpu", "cuda", "meta"):
-            raise ValueError(f"reset_lstm: `{name}` is on {value.device}; resetlstm runs on "
+            raise ValueError(f"{op}: `{name}` is on {value.device}; resetlstm runs on "
                              "CPU and CUDA tensors (and computes shapes on meta tensors)")
         return value
     if value.dtype != like.dtype:
-        raise ValueError(f"reset_lstm: `{name}` has dtype {value.dtype} but `inputs` has "
+        raise ValueError(f"{op}: `{name}` has dtype {value.dtype} but `inputs` has "
                          f"{like.dtype}; all float arguments must share one dtype")
     if value.device != like.device:
-        raise ValueError(f"reset_lstm: `{name}` is on {value.device} but `inputs` is on "
+        raise ValueError(f"{op}: `{name}` is on {value.device} but `inputs` is on "
                          f"{like.device}; all arguments must be on one device")
     return value
 
 
-def _check_flags(value, name: str, like: Tensor) -> Tensor:
+def _check_flags(value, name: str, like: Tensor, op: str = "reset_lstm") -> Tensor:
     """bool, or 0/1 numbers (nonzero counts as True), on the device of `like`."""
     flags = torch.as_tensor(value, device=like.device)
     if flags.dtype == torch.bool:
         return flags
     if flags.is_complex() or flags.dtype.is_complex:
-        raise ValueError(f"reset_lstm: `{name}` must be bool or 0/1 numbers, got {flags.dtype}")
+        raise ValueError(f"{op}: `{name}` must be bool or 0/1 numbers, got {flags.dtype}")
     return flags != 0
+
+
+class Arguments:
+    """An op's arguments checked (every float one a tensor of the dtype and device of
+    `inputs`; resets and mask bool) and ready for the kernels: the float ones widened to
+    float32 where their half type has no kernels here (``widen``; results are rounded back),
+    and whether a gradient may be requested (``training``: the forward then saves what
+    backward needs)."""
+
+    def __init__(self, op, inputs, kernel, recurrent_kernel, bias, resets, mask, states,
+                 recurrent_dropout_mask):
+        """states: the initial-state tensors by name (checked like the weights), or None."""
+        inputs = _check_float(inputs, "inputs", op=op)
+        self.dtype = inputs.dtype
+        floats = [inputs] + [_check_float(t, name, inputs, op) for name, t in
+                             (("kernel", kernel), ("recurrent_kernel", recurrent_kernel),
+                              ("bias", bias))]
+        floats += [_check_float(t, name, inputs, op) for name, t in (states or {}).items()]
+        self.drop = None if recurrent_dropout_mask is None else _check_float(
+            recurrent_dropout_mask, "recurrent_dropout_mask", inputs, op)
+        self.resets = None if resets is None else _check_flags(resets, "resets", inputs, op)
+        self.mask = None if mask is None else _check_flags(mask, "mask", inputs, op)
+        self.training = torch.is_grad_enabled() and any(t.requires_grad for t in floats)
+        self.widen = not _runs_natively(self.dtype, inputs.device)
+        if self.widen:
+            floats = [t.float() for t in floats]
+            self.drop = None if self.drop is None else self.drop.float()
+        self.floats = floats  # inputs, kernel, recurrent_kernel, bias, *states
+        self.eager_cpu = (not self.training and inputs.device.type == "cpu"
+                          and not torch.compiler.is_compiling())
+
+    def results(self, *tensors):
+        """The kernels' results in the arguments' dtype."""
+        return tuple(t.to(self.dtype) for t in tensors) if self.widen else tensors
+
+
+def differentiable_backward(ctx, composite, args, differentiable, num_inputs, upstream):
+    """An op's gradients as differentiable tensors (backward with create_graph=True): autograd
+    through `composite(*args)`, the same computation in torch ops, recorded so that the
+    gradients can be differentiated again. `differentiable`: the positions of `args` a gradient
+    may flow to; `num_inputs`: the op's argument count; `upstream`: the gradients of the
+    composite's results (None: zero)."""
+    wanted = [i for i in differentiable if ctx.needs_input_grad[i] and args[i] is not None]
+    results = [None] * num_inputs
+    pairs = [(out, grad) for out, grad in zip(composite(*args), upstream) if grad is not None]
+    if not wanted or not pairs:
+        return tuple(results)
+    grads = torch.autograd.grad([out for out, _ in pairs], [args[i] for i in wanted],
+                                [grad for _, grad in pairs], create_graph=True,
+                                allow_unused=True)
+    for i, grad in zip(wanted, grads):
+        results[i] = torch.zeros_like(args[i]) if grad is None else grad
+    return tuple(results)
+
+
+def creating_graph() -> bool:
+    """Whether a backward runs with create_graph=True (eagerly: compiled graphs take first
+    derivatives only)."""
+    return torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
 def reset_lstm(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: Tensor,
@@ -324,36 +370,21 @@ def reset_lstm(inputs: Tensor, kernel: Tensor, recurrent_kernel: Tensor, bias: T
 
     Returns (outputs [B, T, H], h_T [B, H], c_T [B, H]).
     """
-    inputs = _check_float(inputs, "inputs")
-    kernel = _check_float(kernel, "kernel", inputs)
-    recurrent_kernel = _check_float(recurrent_kernel, "recurrent_kernel", inputs)
-    bias = _check_float(bias, "bias", inputs)
-    h0 = c0 = None
+    states = None
     if initial_state is not None:
         if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
             raise ValueError("reset_lstm: `initial_state` must be a pair (h0, c0) of [B, H] "
                              f"tensors, got {type(initial_state).__name__}")
-        h0 = _check_float(initial_state[0], "initial_state[0] (h)", inputs)
-        c0 = _check_float(initial_state[1], "initial_state[1] (c)", inputs)
-    drop = None
-    if recurrent_dropout_mask is not None:
-        drop = _check_float(recurrent_dropout_mask, "recurrent_dropout_mask", inputs)
-    resets = None if resets is None else _check_flags(resets, "resets", inputs)
-    mask = None if mask is None else _check_flags(mask, "mask", inputs)
-
-    floats = [inputs, kernel, recurrent_kernel, bias, h0, c0]
-    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in floats)
-    dtype = inputs.dtype
-    widen = not _runs_natively(dtype, inputs.device)
-    if widen:
-        floats = [None if t is None else t.float() for t in floats]
-        drop = None if drop is None else drop.float()
-    x, k, rk, b, h0, c0 = floats
-    args = (x, k, rk, b, resets, mask, h0, c0, drop, bool(time_major), training)
-    if not training and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        states = {"initial_state[0] (h)": initial_state[0],
+                  "initial_state[1] (c)": initial_state[1]}
+    a = Arguments("reset_lstm", inputs, kernel, recurrent_kernel, bias, resets, mask, states,
+                  recurrent_dropout_mask)
+    x, k, rk, b, *state = a.floats
+    h0, c0 = state if state else (None, None)
+    args = (x, k, rk, b, a.resets, a.mask, h0, c0, a.drop, bool(time_major), a.training)
+    if a.eager_cpu:
         outputs, h, c, _, _ = _forward_cpu(*args)  # eager inference: no autograd, no tracing
     else:
         outputs, h, c, _, _ = _forward(*args)
-    if widen:
-        outputs, h, c = outputs.to(dtype), h.to(dtype), c.to(dtype)
+    outputs, h, c = a.results(outputs, h, c)
     return outputs, h, c

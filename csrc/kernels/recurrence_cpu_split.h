@@ -1,8 +1,8 @@
-// How the CPU kernels split a call over the runner's threads: batch rows (a slab per thread,
-// no barrier) or, for small batches with a recurrent kernel larger than a core's L2, hidden
-// units (a barrier per step: StepQueue); and where the forward's input projection runs (one
-// GEMM before the loop, or per step inside each slab). Decisions from the CPU's cache sizes,
-// with tuning switches that force either.
+// How the CPU kernels split a call over the runner's threads: batch rows (slabs advanced a
+// chunk of steps at a time, no barrier: SlabSchedule) or, for small batches with a recurrent
+// kernel larger than a core's L2, hidden units (a barrier per step: StepQueue); and where the
+// forward's input projection runs (one GEMM before the loop, or per step inside each slab).
+// Decisions from the CPU's cache sizes and the cell, with tuning switches that force either.
 #pragma once
 
 #include <algorithm>
@@ -15,7 +15,7 @@
 #include "cpu_caches.h"
 #include "cpu_gemm_impl.h"
 #include "cpu_parallel.h"
-#include "lstm_cpu.h"
+#include "recurrence_cpu.h"
 
 namespace resetlstm {
 namespace cpu {
@@ -163,12 +163,14 @@ inline const char* split_override() {
   return env_choice("RESETLSTM_CPU_SPLIT", kAllowed);
 }
 
-template <typename T>
+template <typename Cell, typename T>
 Split choose_split(const Dims& d, int threads) {
   constexpr int NR = Blocking<T>::NR, MR = Blocking<T>::MR;
   Split split;
-  // Unit blocks must start on a panel of the packed kernels: H a multiple of NR.
-  if (threads < 2 || d.H % NR != 0 || d.T == 0 || d.B == 0) return split;
+  // Unit blocks must start on a panel of the packed kernels: H a multiple of NR. A two-stage
+  // cell (the GRU without reset_after) needs every unit's r * h before its second GEMM, a
+  // second barrier per step: it always splits rows.
+  if (Cell::kTwoStage || threads < 2 || d.H % NR != 0 || d.T == 0 || d.B == 0) return split;
   const char* forced = split_override();
   if (forced && std::strcmp(forced, "rows") == 0) return split;
   const bool force_columns = forced && std::strcmp(forced, "columns") == 0;
@@ -178,7 +180,7 @@ Split choose_split(const Dims& d, int threads) {
   // fwd+bwd: B = 16, H = 1024: columns 46.3-49.2 ms, rows 50.5-52.5; H = 512: 26.8 / 26.5;
   // H <= 256 (kernel <= L2): rows as fast or faster at B = 8-64 (the barrier costs more than
   // it saves; before the two counters got their own cache lines, much more).
-  const int64_t kernel_bytes = 4 * d.H * d.H * static_cast<int64_t>(sizeof(T));
+  const int64_t kernel_bytes = Cell::kGates * d.H * d.H * static_cast<int64_t>(sizeof(T));
   const bool small_batch = d.B <= static_cast<int64_t>(threads) * 2 * MR;
   if (!force_columns && !(small_batch && kernel_bytes > 2 * l2_bytes())) return split;
   // About 4 blocks per thread for balance, at least one panel each.
@@ -191,19 +193,19 @@ Split choose_split(const Dims& d, int threads) {
 // The input projection x W: hoisted (one GEMM over all B*T rows before the time loop, into z)
 // or per step (each slab computes x_t W for its rows right before h R, into the same cached
 // buffer). Per step saves z's trips through memory (and, in inference, faulting in the whole
-// [B,T,4H] scratch) but streams the packed kernel through every thread every step: each
+// [B,T,G*H] scratch) but streams the packed kernel through every thread every step: each
 // streamed byte then serves `rows` rows, cheap when the kernel stays in the core's L2, and
 // from L3 once a slab has 8 rows or more. Measured through the TF op on an AMD EPYC (Zen 5,
 // 2 threads, 1 MiB L2/core), per step vs hoisted: fwd 3-18 % faster from (16,50,128,128) to
 // (1024,20,512,512), fwd+bwd -20 % .. +1 %; at B = 4, I = 2048 (4-row slab, 8 MiB kernel) per
 // step was 2.6x slower, at B = 16 (8-row slabs) 15 % faster. RESETLSTM_CPU_INPUT=hoisted|
 // per_step forces either.
-template <typename T>
+template <typename Cell, typename T>
 bool per_step_input_projection(const Dims& d, int64_t rows_per_slab) {
   static const char* const kAllowed[] = {"hoisted", "per_step", nullptr};
   if (const char* forced = env_choice("RESETLSTM_CPU_INPUT", kAllowed))
     return std::strcmp(forced, "per_step") == 0;
-  const int64_t kernel_bytes = d.I * 4 * d.H * static_cast<int64_t>(sizeof(T));
+  const int64_t kernel_bytes = d.I * Cell::kGates * d.H * static_cast<int64_t>(sizeof(T));
   return kernel_bytes <= l2_bytes() / 2 || std::min(d.B, rows_per_slab) >= 8;
 }
 

@@ -3,4 +3,4 @@
 #define RLSTM_ISA avx512bf16
 #define RLSTM_VECTOR_BYTES 64
 #define RLSTM_ONLY_BF16
-#include "lstm_cpu_impl.h"
+#include "recurrence_cpu_impl.h"

@@ -1,18 +1,18 @@
-// GPU specialisations of the functors (reset_lstm_functor.h): the CUDA kernels of
-// csrc/kernels/lstm_cuda.h on the OpKernelContext's stream, with the workspace the OpKernel
+// GPU specialisations of the functors (functor.h): the CUDA kernels of
+// csrc/kernels/recurrence_cuda.h on the OpKernelContext's stream, with the workspace the OpKernel
 // allocated through allocate_temp; no host synchronisation, no private stream. Compiled with
 // GOOGLE_CUDA=1 against TF's bundled CUDA headers; the kernels themselves live in the
 // separately compiled resetlstm_cuda library.
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
-#include "reset_lstm_functor.h"
+#include "functor.h"
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/platform/errors.h"
 #include "tensorflow/core/platform/tensor_float_32_utils.h"
 
-#include "../kernels/lstm_cuda.h"
+#include "../kernels/recurrence_cuda.h"
 
 namespace resetlstm {
 namespace {

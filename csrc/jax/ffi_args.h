@@ -1,17 +1,19 @@
 // The XLA FFI custom calls' buffers as the kernels' argument structs (cpu::ForwardArgs /
-// cpu::BackwardArgs), validated first: dtypes, check_lstm_shapes / check_backward_shapes (the
+// cpu::BackwardArgs), validated first: dtypes, check_shapes / check_backward_shapes (the
 // messages every binding gives), the results' shapes and the workspace's size. Shared by the CPU
 // and the CUDA handlers, so the CUDA handler's host-side checks are the ones the CPU tests run.
 //
-// Call layout (python/resetlstm/jax/_lowering.py builds it). Absent optional arguments are
-// zero-size placeholders of the right dtype; the flags say which are present.
+// One layout for every cell (the `cell` attribute: cpu::CellType). Call layout
+// (python/resetlstm/jax/_lowering.py builds it). Absent optional arguments are zero-size
+// placeholders of the right dtype; the flags say which are present. The cell-state buffers (c0,
+// c, cells, d_c, d_c0) are zero-size placeholders for cells without one (the GRU).
 //   forward:  inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout
 //             -> outputs, h, c, gates, cells, workspace (u8)
 //   backward: inputs, kernel, recurrent_kernel, resets, mask, h0, c0, dropout, outputs, gates,
 //             cells, d_outputs, d_h, d_c
 //             -> d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0, workspace (u8)
-// Shapes as in lstm_cpu.h (B, T, I, H; [T,B,*] when time_major). resets/mask are PRED (bool).
-// Without `training` the forward's gates and cells are [0] and nothing is saved.
+// Shapes as in recurrence_cpu.h (B, T, I, H, G, S; [T,B,*] when time_major). resets/mask are PRED
+// (bool). Without `training` the forward's gates and cells are [0] and nothing is saved.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +23,8 @@
 
 #include "xla/ffi/api/ffi.h"
 
-#include "../kernels/lstm_cpu.h"
-#include "../kernels/lstm_shapes.h"
+#include "../kernels/recurrence_cpu.h"
+#include "../kernels/recurrence_shapes.h"
 
 namespace resetlstm {
 namespace jaxffi {
@@ -34,8 +36,11 @@ struct Flags {
   bool time_major = false;
   bool has_resets = false;
   bool has_mask = false;
-  bool has_state = false;    // h0 and c0
+  bool has_state = false;    // h0 (and c0 for a cell with a cell state)
   bool has_dropout = false;  // recurrent_dropout_mask
+  cpu::CellType cell = cpu::CellType::kLstm;
+
+  bool has_c() const { return has_state && cpu::cell_shape(cell).cell_state; }
 };
 
 // Workspace results are this much larger than the kernels need, so the handler can align them.
@@ -62,14 +67,14 @@ inline const char* DtypeName(ffi::DataType t) {
   }
 }
 
-inline ffi::Error Invalid(const std::string& what) {
-  return ffi::Error::InvalidArgument("reset_lstm: " + what);
+inline ffi::Error Invalid(cpu::CellType cell, const std::string& what) {
+  return ffi::Error::InvalidArgument(std::string(op_name(cell)) + ": " + what);
 }
 
 // Runs fn(T{}) with the kernels' storage type of `dtype`; an error for any other dtype.
 // kHalf: whether float16 has kernels here (CUDA only).
 template <bool kHalf, typename Fn>
-ffi::Error WithStorageType(ffi::DataType dtype, Fn&& fn) {
+ffi::Error WithStorageType(cpu::CellType cell, ffi::DataType dtype, Fn&& fn) {
   switch (dtype) {
     case ffi::DataType::F32: return fn(float{});
     case ffi::DataType::F64: return fn(double{});
@@ -79,7 +84,7 @@ ffi::Error WithStorageType(ffi::DataType dtype, Fn&& fn) {
       break;
     default: break;
   }
-  return Invalid(std::string("`inputs` must be float32, float64, bfloat16") +
+  return Invalid(cell, std::string("`inputs` must be float32, float64, bfloat16") +
                  (kHalf ? " or float16" : "") + " here, got " + DtypeName(dtype));
 }
 
@@ -160,12 +165,13 @@ inline std::string CheckArguments(const ffi::AnyBuffer& inputs, const ffi::AnyBu
                                   const ffi::AnyBuffer& c0, const ffi::AnyBuffer& dropout,
                                   const Flags& f, cpu::Dims* dims) {
   const ffi::DataType dt = inputs.element_type();
+  const bool lstm = f.cell == cpu::CellType::kLstm;
   std::string error = CheckDtypes(
       dt, {{&kernel, "kernel", true},
            {&recurrent_kernel, "recurrent_kernel", true},
            {bias, "bias", bias != nullptr},
-           {&h0, "initial_state[0] (h)", f.has_state},
-           {&c0, "initial_state[1] (c)", f.has_state},
+           {&h0, lstm ? "initial_state[0] (h)" : "initial_state", f.has_state},
+           {&c0, "initial_state[1] (c)", f.has_c()},
            {&dropout, "recurrent_dropout_mask", f.has_dropout}});
   if (!error.empty()) return error;
   for (const Named& flag :
@@ -173,7 +179,7 @@ inline std::string CheckArguments(const ffi::AnyBuffer& inputs, const ffi::AnyBu
     if (flag.present && flag.buffer->element_type() != ffi::DataType::PRED)
       return std::string("`") + flag.name + "` must be bool, got " +
              DtypeName(flag.buffer->element_type());
-  LstmShapes s;
+  RecurrenceShapes s;
   s.inputs = ShapeOf(inputs);
   s.kernel = ShapeOf(kernel);
   s.recurrent_kernel = ShapeOf(recurrent_kernel);
@@ -181,9 +187,9 @@ inline std::string CheckArguments(const ffi::AnyBuffer& inputs, const ffi::AnyBu
   s.resets = ShapeOf(resets, f.has_resets);
   s.mask = ShapeOf(mask, f.has_mask);
   s.h0 = ShapeOf(h0, f.has_state);
-  s.c0 = ShapeOf(c0, f.has_state);
+  s.c0 = ShapeOf(c0, f.has_c());
   s.recurrent_dropout_mask = ShapeOf(dropout, f.has_dropout);
-  return check_lstm_shapes(s, f.time_major, dims);
+  return check_shapes(s, f.cell, f.time_major, dims);
 }
 
 template <typename T, typename P>
@@ -209,12 +215,13 @@ std::string DecodeForward(const ForwardBuffers& in, ForwardResults& out, const F
                                      in.resets, in.mask, in.h0, in.c0, in.dropout, f, &d);
   if (!error.empty()) return error;
   const ffi::DataType dt = in.inputs.element_type();
+  const cpu::CellShape cs = cpu::cell_shape(f.cell);
   const std::vector<int64_t> bh{d.B, d.H}, none{0};
-  const std::vector<int64_t> gates = training ? SequenceDims(d, 4 * d.H) : none;
-  const std::vector<int64_t> cells = training ? SequenceDims(d, d.H) : none;
+  const std::vector<int64_t> gates = training ? SequenceDims(d, cs.saved * d.H) : none;
+  const std::vector<int64_t> cells = training && cs.cell_state ? SequenceDims(d, d.H) : none;
   error = CheckResults(dt, {{{&*out.outputs, "outputs", true}, SequenceDims(d, d.H)},
                             {{&*out.h, "h", true}, bh},
-                            {{&*out.c, "c", true}, bh},
+                            {{&*out.c, "c", true}, cs.cell_state ? bh : none},
                             {{&*out.gates, "gates", true}, gates},
                             {{&*out.cells, "cells", true}, cells}});
   if (!error.empty()) return error;
@@ -226,13 +233,15 @@ std::string DecodeForward(const ForwardBuffers& in, ForwardResults& out, const F
   args->resets = OptionalData<T, bool>(in.resets, f.has_resets);
   args->mask = OptionalData<T, bool>(in.mask, f.has_mask);
   args->h0 = OptionalData<T, T>(in.h0, f.has_state);
-  args->c0 = OptionalData<T, T>(in.c0, f.has_state);
+  args->c0 = OptionalData<T, T>(in.c0, f.has_c());
   args->recurrent_dropout_mask = OptionalData<T, T>(in.dropout, f.has_dropout);
   args->outputs = Data<T>(out.outputs);
   args->h_final = Data<T>(out.h);
-  args->c_final = Data<T>(out.c);
   args->gates = training ? Data<T>(out.gates) : nullptr;
-  args->cells = training ? Data<T>(out.cells) : nullptr;
+  if (cs.cell_state) {
+    args->c_final = Data<T>(out.c);
+    args->cells = training ? Data<T>(out.cells) : nullptr;
+  }
   return "";
 }
 
@@ -245,25 +254,33 @@ std::string DecodeBackward(const BackwardBuffers& in, BackwardResults& out, cons
                                      in.resets, in.mask, in.h0, in.c0, in.dropout, f, &d);
   if (!error.empty()) return error;
   const ffi::DataType dt = in.inputs.element_type();
+  const cpu::CellShape cs = cpu::cell_shape(f.cell);
   error = CheckDtypes(dt, {{&in.outputs, "outputs", true},
                            {&in.gates, "gates", true},
-                           {&in.cells, "cell_states", true},
+                           {&in.cells, "cell_states", cs.cell_state},
                            {&in.d_outputs, "d_outputs", true},
                            {&in.d_h, "d_h", true},
-                           {&in.d_c, "d_c", true}});
+                           {&in.d_c, "d_c", cs.cell_state}});
   if (!error.empty()) return error;
-  error = check_backward_shapes({ShapeOf(in.outputs), ShapeOf(in.gates), ShapeOf(in.cells),
-                                 ShapeOf(in.d_outputs), ShapeOf(in.d_h), ShapeOf(in.d_c)},
-                                d);
+  BackwardShapes bs;
+  bs.outputs = ShapeOf(in.outputs);
+  bs.gates = ShapeOf(in.gates);
+  bs.cells = ShapeOf(in.cells, cs.cell_state);
+  bs.d_outputs = ShapeOf(in.d_outputs);
+  bs.d_h = ShapeOf(in.d_h);
+  bs.d_c = ShapeOf(in.d_c, cs.cell_state);
+  error = check_backward_shapes(bs, d);
   if (!error.empty()) return error;
-  const std::vector<int64_t> bh{d.B, d.H};
+  const std::vector<int64_t> bh{d.B, d.H}, none{0};
+  const int64_t GH = cs.gates * d.H;
   error = CheckResults(dt, {{{&*out.d_inputs, "d_inputs", true}, SequenceDims(d, d.I)},
-                            {{&*out.d_kernel, "d_kernel", true}, {d.I, 4 * d.H}},
-                            {{&*out.d_recurrent_kernel, "d_recurrent_kernel", true},
-                             {d.H, 4 * d.H}},
-                            {{&*out.d_bias, "d_bias", true}, {4 * d.H}},
+                            {{&*out.d_kernel, "d_kernel", true}, {d.I, GH}},
+                            {{&*out.d_recurrent_kernel, "d_recurrent_kernel", true}, {d.H, GH}},
+                            {{&*out.d_bias, "d_bias", true},
+                             cs.bias_rows > 1 ? std::vector<int64_t>{2, GH}
+                                              : std::vector<int64_t>{GH}},
                             {{&*out.d_h0, "d_h0", true}, bh},
-                            {{&*out.d_c0, "d_c0", true}, bh}});
+                            {{&*out.d_c0, "d_c0", true}, cs.cell_state ? bh : none}});
   if (!error.empty()) return error;
   args->dims = d;
   args->inputs = Data<T>(in.inputs);
@@ -272,20 +289,22 @@ std::string DecodeBackward(const BackwardBuffers& in, BackwardResults& out, cons
   args->resets = OptionalData<T, bool>(in.resets, f.has_resets);
   args->mask = OptionalData<T, bool>(in.mask, f.has_mask);
   args->h0 = OptionalData<T, T>(in.h0, f.has_state);
-  args->c0 = OptionalData<T, T>(in.c0, f.has_state);
   args->recurrent_dropout_mask = OptionalData<T, T>(in.dropout, f.has_dropout);
   args->outputs = Data<T>(in.outputs);
   args->gates = Data<T>(in.gates);
-  args->cells = Data<T>(in.cells);
   args->d_outputs = Data<T>(in.d_outputs);
   args->d_h_final = Data<T>(in.d_h);
-  args->d_c_final = Data<T>(in.d_c);
   args->d_inputs = Data<T>(out.d_inputs);
   args->d_kernel = Data<T>(out.d_kernel);
   args->d_recurrent_kernel = Data<T>(out.d_recurrent_kernel);
   args->d_bias = Data<T>(out.d_bias);
   args->d_h0 = Data<T>(out.d_h0);
-  args->d_c0 = Data<T>(out.d_c0);
+  if (cs.cell_state) {
+    args->c0 = OptionalData<T, T>(in.c0, f.has_c());
+    args->cells = Data<T>(in.cells);
+    args->d_c_final = Data<T>(in.d_c);
+    args->d_c0 = Data<T>(out.d_c0);
+  }
   return "";
 }
 
@@ -315,6 +334,7 @@ auto BindForward(Binding&& b) {
       .template Attr<bool>("has_mask")
       .template Attr<bool>("has_state")
       .template Attr<bool>("has_dropout")
+      .template Attr<int32_t>("cell")
       .template Attr<bool>("training");
 }
 
@@ -348,7 +368,8 @@ auto BindBackward(Binding&& b) {
       .template Attr<bool>("has_resets")
       .template Attr<bool>("has_mask")
       .template Attr<bool>("has_state")
-      .template Attr<bool>("has_dropout");
+      .template Attr<bool>("has_dropout")
+      .template Attr<int32_t>("cell");
 }
 
 // A decoded call: the handlers take the bound values as `auto... a` and pass them here.
@@ -366,16 +387,24 @@ struct BackwardCall {
 
 using R = ffi::Result<ffi::AnyBuffer>;
 
+// The `cell` attribute as a cell type (an unknown value reads as the LSTM, whose checks then
+// refuse the shapes of anything else).
+inline cpu::CellType CellOf(int32_t cell) {
+  return cell == 1 ? cpu::CellType::kGru
+         : cell == 2 ? cpu::CellType::kGruResetBefore
+                     : cpu::CellType::kLstm;
+}
+
 inline ForwardCall MakeForwardCall(ffi::AnyBuffer inputs, ffi::AnyBuffer kernel,
                                    ffi::AnyBuffer recurrent_kernel, ffi::AnyBuffer bias,
                                    ffi::AnyBuffer resets, ffi::AnyBuffer mask, ffi::AnyBuffer h0,
                                    ffi::AnyBuffer c0, ffi::AnyBuffer dropout, R outputs, R h, R c,
                                    R gates, R cells, R workspace, bool time_major,
                                    bool has_resets, bool has_mask, bool has_state,
-                                   bool has_dropout, bool training) {
+                                   bool has_dropout, int32_t cell, bool training) {
   return {{inputs, kernel, recurrent_kernel, bias, resets, mask, h0, c0, dropout},
           {outputs, h, c, gates, cells, workspace},
-          {time_major, has_resets, has_mask, has_state, has_dropout},
+          {time_major, has_resets, has_mask, has_state, has_dropout, CellOf(cell)},
           training};
 }
 
@@ -388,11 +417,11 @@ inline BackwardCall MakeBackwardCall(ffi::AnyBuffer inputs, ffi::AnyBuffer kerne
                                      ffi::AnyBuffer d_c, R d_inputs, R d_kernel,
                                      R d_recurrent_kernel, R d_bias, R d_h0, R d_c0, R workspace,
                                      bool time_major, bool has_resets, bool has_mask,
-                                     bool has_state, bool has_dropout) {
+                                     bool has_state, bool has_dropout, int32_t cell) {
   return {{inputs, kernel, recurrent_kernel, resets, mask, h0, c0, dropout, outputs, gates, cells,
            d_outputs, d_h, d_c},
           {d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0, d_c0, workspace},
-          {time_major, has_resets, has_mask, has_state, has_dropout}};
+          {time_major, has_resets, has_mask, has_state, has_dropout, CellOf(cell)}};
 }
 
 template <typename T>
@@ -410,13 +439,14 @@ std::string Decode(BackwardCall& call, cpu::BackwardArgs<T>* args) {
 template <bool kHalf, template <typename> class Args, typename Call, typename Elements,
           typename Launch>
 ffi::Error Run(Call& call, Elements&& elements, Launch&& launch) {
-  return WithStorageType<kHalf>(call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
+  const cpu::CellType cell = call.flags.cell;
+  return WithStorageType<kHalf>(cell, call.in.inputs.element_type(), [&](auto tag) -> ffi::Error {
     using T = decltype(tag);
     Args<T> args;
     std::string error = Decode(call, &args);
-    if (!error.empty()) return Invalid(error);
+    if (!error.empty()) return Invalid(cell, error);
     T* workspace = Workspace<T>(call.out.workspace, elements(tag, args.dims), &error);
-    if (!workspace) return Invalid(error);
+    if (!workspace) return Invalid(cell, error);
     return launch(args, workspace);
   });
 }

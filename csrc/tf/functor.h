@@ -1,4 +1,4 @@
-// Functor per device, declared once: the OpKernels in reset_lstm_kernels.cc call these; the CPU
+// Functor per device, declared once: the OpKernels in kernels.cc call these; the CPU
 // specialisation runs the framework-free CPU kernels on TF's intra-op thread pool.
 #pragma once
 
@@ -8,7 +8,7 @@
 
 #include "tensorflow/core/framework/op_kernel.h"
 
-#include "../kernels/lstm_cpu.h"
+#include "../kernels/recurrence_cpu.h"
 
 namespace resetlstm {
 
@@ -66,7 +66,7 @@ struct BackwardFunctor<CPUDevice, T> {
 };
 
 #if GOOGLE_CUDA
-// GPU: defined in reset_lstm_kernels_gpu.cc over the CUDA kernels of csrc/kernels/lstm_cuda.h,
+// GPU: defined in kernels_gpu.cc over the CUDA kernels of csrc/kernels/recurrence_cuda.h,
 // on the context's stream, with the workspace the OpKernel allocates.
 template <typename T>
 struct ForwardFunctor<GPUDevice, T> {

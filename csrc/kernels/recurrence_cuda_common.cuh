@@ -1,5 +1,5 @@
-// Pieces shared by the CUDA forward and backward kernels (lstm_cuda_forward.cu,
-// lstm_cuda_backward.cu): row indexing, launch shapes, the compile-time flag switch.
+// Pieces shared by the CUDA forward and backward kernels (recurrence_cuda_forward.cu,
+// recurrence_cuda_backward.cu): row indexing, launch shapes, the compile-time flag switch.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,9 +10,10 @@
 #include <type_traits>
 
 #include "cuda_support.h"
+#include "gru_cell.h"
 #include "lstm_cell.h"
-#include "lstm_cpu.h"
-#include "lstm_cuda.h"
+#include "recurrence_cpu.h"
+#include "recurrence_cuda.h"
 #include "static_switch.h"
 
 namespace resetlstm {
@@ -52,7 +53,7 @@ __device__ __forceinline__ void split_index(int64_t idx, int64_t H, int64_t* b, 
   }
 }
 
-// ---- storage type T vs compute type acc_t<T> (lstm_cpu.h) ------------------------------------
+// ---- storage type T vs compute type acc_t<T> (recurrence_cpu.h) ------------------------------------
 // float and double compute in themselves; bf16 and f16 are widened to float32 on load and rounded
 // to nearest even on store.
 

@@ -1,4 +1,4 @@
 // The CPU kernels compiled for one instruction set (flags set in CMakeLists.txt).
 #define RLSTM_ISA generic
 #define RLSTM_VECTOR_BYTES 16
-#include "lstm_cpu_impl.h"
+#include "recurrence_cpu_impl.h"

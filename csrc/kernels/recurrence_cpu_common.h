@@ -8,7 +8,7 @@
 
 #include "cpu_gemm_impl.h"
 #include "cpu_numeric.h"
-#include "lstm_cpu.h"
+#include "recurrence_cpu.h"
 
 namespace resetlstm {
 namespace cpu {
@@ -22,7 +22,7 @@ struct RowIndex {
   int64_t batch_stride() const { return time_major ? 1 : T; }
 };
 
-// Slabs per thread of the row split (SlabSchedule in lstm_cpu_split.h): more slabs than threads,
+// Slabs per thread of the row split (SlabSchedule in recurrence_cpu_split.h): more slabs than threads,
 // so that a thread that falls behind leaves slabs to the others. RESETLSTM_CPU_SLABS=1..4
 // overrides it (bench); read at every call.
 inline int64_t slabs_per_thread() {

@@ -1,11 +1,12 @@
-// CUDA forward and backward of the reset-LSTM over a whole sequence. Framework-free: the same
-// argument structs as the CPU kernels (cpu::ForwardArgs / cpu::BackwardArgs, every pointer a
-// device pointer, the bool resets/mask included), a caller-provided device workspace, and the
-// caller's stream. No CUDA header is needed to use this file; the TF op and the pybind11 module
-// are thin bindings over it.
+// CUDA forward and backward of the recurrence engine over a whole sequence, for every cell of
+// cpu::CellType (Dims::cell). Framework-free: the same argument structs as the CPU kernels
+// (cpu::ForwardArgs / cpu::BackwardArgs, every pointer a device pointer, the bool resets/mask
+// included), a caller-provided device workspace, and the caller's stream. No CUDA header is
+// needed to use this file; the TF ops, the pybind11 module and the XLA FFI handlers are thin
+// bindings over it.
 //
-// Shape legend: B batch, T time steps, I input size, H hidden size. "[B,T,*]" arrays are
-// "[T,B,*]" when Dims::time_major is set. Gate order along 4H is Keras': i, f, c, o.
+// Shape legend: recurrence_cpu.h's (B, T, I, H, G gates, S saved per unit). "[B,T,*]" arrays
+// are "[T,B,*]" when Dims::time_major is set.
 //
 // Runtime requirements: the CUDA runtime is linked statically (CUDA 13 here, so an NVIDIA driver
 // R580 or newer); cuBLAS (libcublas.so.13 or .so.12) is loaded with dlopen on first use, so a
@@ -15,7 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "lstm_cpu.h"
+#include "recurrence_cpu.h"
 
 namespace resetlstm {
 namespace cuda {
@@ -46,14 +47,14 @@ int64_t backward_workspace_size(const cpu::Dims& dims, bool has_mask);
 
 // Enqueue the whole forward / backward on options.stream; no host synchronisation and no
 // allocation. Training (args.gates and args.cells non-null) saves what backward needs.
-// args.h_final / c_final (forward) and args.d_h0 / d_c0 (backward) are required: they hold the
-// running state. A returned error means nothing more was enqueued after the failing call.
+// args.h_final / c_final (forward) and args.d_h0 / d_c0 (backward) are required (c_final, d_c0
+// for cells with a cell state): they hold the running state. A returned error means nothing more was enqueued after the failing call.
 template <typename T>
 Status forward(const cpu::ForwardArgs<T>& args, void* workspace, const LaunchOptions& options);
 template <typename T>
 Status backward(const cpu::BackwardArgs<T>& args, void* workspace, const LaunchOptions& options);
 
-// Storage types: float, double, bf16 and f16 (lstm_cpu.h). The half types keep inputs, weights,
+// Storage types: float, double, bf16 and f16 (recurrence_cpu.h). The half types keep inputs, weights,
 // outputs, saved activations and gradients in 16 bits and compute in float32: every GEMM runs
 // on tensor cores with float32 accumulation (cublasGemmEx), the pre-activations, the cell state,
 // the running gradients and the gate math are float32 for the whole sequence, and values are

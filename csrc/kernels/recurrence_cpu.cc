@@ -1,6 +1,6 @@
 // Chooses, once per process, the fastest instruction set this CPU supports among those compiled
 // in, and forwards to that build of the kernels.
-#include "lstm_cpu.h"
+#include "recurrence_cpu.h"
 
 #include <cstdio>
 #include <cstdlib>
