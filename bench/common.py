@@ -290,3 +290,89 @@ class BackgroundLoad:
             p.wait()
         self.procs = []
         return False
+
+
+# ----------------------------------------------------------------------------------------------
+# one process per framework
+# ----------------------------------------------------------------------------------------------
+FRAMEWORK_MODULES = {"tf": "tensorflow", "torch": "torch", "jax": "jax"}
+
+
+def run_framework_workers(script, frameworks, spec, summarize, log=print):
+    """Runs ``script --worker F --spec SPEC --out OUT`` in a fresh process for each framework F
+    of the comma-separated `frameworks` (spec: a JSON-able dict, given "framework" too); the
+    worker writes {"shapes": [...]} to OUT. Each shape gets ``summary = summarize(F, shape)``.
+    Returns {framework: its shapes, or "skipped: ..." where the framework is not installed};
+    a worker that fails stops the run."""
+    import importlib.util
+    import json
+    import subprocess
+    import tempfile
+
+    results = {}
+    for framework in frameworks.split(","):
+        if framework not in FRAMEWORK_MODULES:
+            raise SystemExit(f"--frameworks: {framework!r} is not one of tf, torch, jax")
+        module = FRAMEWORK_MODULES[framework]
+        if importlib.util.find_spec(module) is None:
+            results[framework] = f"skipped: {module} is not installed"
+            log(f"  {framework}: {results[framework]}")
+            continue
+        log(f"  {framework}: {len(spec['shapes'])} shape(s) x {spec['rounds']} rounds")
+        with tempfile.TemporaryDirectory() as td:
+            spec_path, out = os.path.join(td, "spec.json"), os.path.join(td, "out.json")
+            json.dump(dict(spec, framework=framework), open(spec_path, "w"))
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, os.path.abspath(script), "--worker", framework,
+                                   "--spec", spec_path, "--out", out])
+            if proc.returncode != 0:
+                raise SystemExit(f"the {framework} worker failed (exit {proc.returncode})")
+            shapes = json.load(open(out))["shapes"]
+        for shape in shapes:
+            shape["summary"] = summarize(framework, shape)
+        results[framework] = shapes
+        log(f"  {framework}: {time.perf_counter() - t0:.0f} s")
+    return results
+
+
+def start_run(args, prefix, argv):
+    """The start of a per-framework bench (load_bench.py, gru_bench.py): the ISA cap applied
+    (isa_cap.py), the machine read, and the result's path, results/<prefix>-<cpu>[-<isa>-capped]
+    [-quick] unless --name/--out say otherwise. Returns (result, path without extension)."""
+    import isa_cap
+
+    caps = isa_cap.apply(args.isa) if args.isa else {}
+    machine = machine_info()
+    slug = host_kind(machine["cpu"], machine["cores_available"])
+    name = args.name or (f"{prefix}-{slug}" + (f"-{args.isa}-capped" if args.isa else "")
+                         + ("-quick" if args.quick else ""))
+    out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    result = {"machine": machine, "cpu_slug": slug, "isa": args.isa, "isa_environment": caps,
+              "threads": args.threads, "rounds": args.rounds, "reps": args.reps,
+              "quick": args.quick, "frameworks": {},
+              "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:]))}
+    return result, os.path.join(out_dir, name)
+
+
+def finish_run(result, path, markdown, log=print):
+    """The end of such a run: with an ISA cap, the evidence that every side ran under it
+    (isa_cap.verify); then path.json, path.md (markdown(result)) and the table on the log."""
+    import json
+
+    import isa_cap
+
+    if result["isa"]:
+        from resetlstm import _native
+
+        result["isa_evidence"] = isa_cap.verify(
+            result["isa"], {"simd": {"selected": _native.selected_isa()}},
+            with_torch="torch" in result["frameworks"],
+            with_tensorflow="tf" in result["frameworks"])
+    with open(path + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    text = markdown(result)
+    with open(path + ".md", "w") as f:
+        f.write(text)
+    log(text)
+    log(f"wrote {path}.json/.md")

@@ -31,10 +31,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -161,7 +158,6 @@ def input_gradient(side_result):
 
 
 BUILDERS = {"tf": tf_sides, "torch": torch_sides, "jax": jax_sides}
-MODULES = {"tf": "tensorflow", "torch": "torch", "jax": "jax"}
 
 
 def median_ms(fn, reps):
@@ -254,59 +250,16 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    caps = isa_cap.apply(args.isa) if args.isa else {}
-    machine = common.machine_info()
-    slug = common.host_kind(machine["cpu"], machine["cores_available"])
-    name = args.name or ("load-" + slug + (f"-{args.isa}-capped" if args.isa else "")
-                         + ("-quick" if args.quick else ""))
-    out_dir = args.out or os.path.join(HERE, "results")
-    os.makedirs(out_dir, exist_ok=True)
-    result = {"machine": machine, "cpu_slug": slug, "isa": args.isa, "isa_environment": caps,
-              "threads": args.threads, "background_load": args.background_load,
-              "rounds": args.rounds, "reps": args.reps, "frameworks": {},
-              "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:]))}
+    result, path = common.start_run(args, "load", argv)
+    result["background_load"] = args.background_load
+    machine, slug = result["machine"], result["cpu_slug"]
     log(f"== load bench: {machine['cpu']['model']} ({slug}), {args.threads} threads, "
         f"{args.background_load} busy thread(s), ISA {args.isa or 'native'}")
-    for framework in args.frameworks.split(","):
-        import importlib.util
-
-        if importlib.util.find_spec(MODULES[framework]) is None:
-            result["frameworks"][framework] = f"skipped: {MODULES[framework]} is not installed"
-            log(f"  {framework}: {result['frameworks'][framework]}")
-            continue
-        log(f"  {framework}: {len(args.shapes)} shape(s) x {args.rounds} rounds")
-        with tempfile.TemporaryDirectory() as td:
-            spec = os.path.join(td, "spec.json")
-            out = os.path.join(td, "out.json")
-            json.dump({"framework": framework, "shapes": args.shapes, "rounds": args.rounds,
-                       "reps": args.reps, "load": args.background_load,
-                       "threads": args.threads}, open(spec, "w"))
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
-                                   framework, "--spec", spec, "--out", out])
-            if proc.returncode != 0:
-                raise SystemExit(f"the {framework} worker failed (exit {proc.returncode})")
-            shapes = json.load(open(out))["shapes"]
-        for shape in shapes:
-            shape["summary"] = summarize(framework, shape)
-        result["frameworks"][framework] = shapes
-        log(f"  {framework}: {time.perf_counter() - t0:.0f} s")
-    if args.isa:
-        result["isa_evidence"] = isa_cap.verify(
-            args.isa, _native_build_info(), with_torch="torch" in result["frameworks"],
-            with_tensorflow="tf" in result["frameworks"])
-    json.dump(result, open(os.path.join(out_dir, name + ".json"), "w"), indent=1)
-    text = markdown(result)
-    open(os.path.join(out_dir, name + ".md"), "w").write(text)
-    log(text)
-    log(f"wrote {os.path.join(out_dir, name)}.json/.md")
-
-
-def _native_build_info():
-    """build_info()'s simd part from _native (no framework needed)."""
-    from resetlstm import _native
-
-    return {"simd": {"selected": _native.selected_isa()}}
+    result["frameworks"] = common.run_framework_workers(
+        __file__, args.frameworks, {"shapes": args.shapes, "rounds": args.rounds,
+                                    "reps": args.reps, "load": args.background_load,
+                                    "threads": args.threads}, summarize, log)
+    common.finish_run(result, path, markdown, log)
 
 
 if __name__ == "__main__":

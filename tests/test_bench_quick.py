@@ -241,3 +241,40 @@ def test_load_bench_quick(tmp_path):
             for name, e in summary.items():
                 assert e["quiet_ms"] > 0 and e["loaded_ms"] > 0 and e["slowdown"] > 0
             assert sum("lead_loaded" in e for e in summary.values()) == 1
+
+
+def test_gru_bench_quick(tmp_path):
+    """bench/gru_bench.py --quick: every installed framework's GRU sides (resetlstm with and
+    without resets, the framework's own GRU, the matmul limit) on the sweep and the extra shape,
+    checked before timing; the JSON and the markdown table."""
+    run_quick("gru_bench.py", tmp_path)
+    (js,) = glob.glob(str(tmp_path / "gru-*-quick.json"))
+    text = open(js[:-len(".json")] + ".md").read()
+    res = json.load(open(js))
+    assert res["rounds"] == 2 and res["shapes"] == [[2, 5, 8, 8], [4, 5, 8, 8], [3, 4, 6, 5]]
+    for framework, module in (("tf", "tensorflow"), ("torch", "torch"), ("jax", "jax")):
+        shapes = res["frameworks"][framework]
+        if importlib.util.find_spec(module) is None:
+            assert shapes.startswith("skipped"), shapes
+            continue
+        assert f"## {framework}: resetlstm vs" in text
+        assert [[s[k] for k in "BTIH"] for s in shapes] == res["shapes"]
+        for shape in shapes:
+            # both resetlstm sides vs float64; the peer's outputs and d_inputs vs resetlstm's
+            assert len(shape["checks"]) == 4 and all(c["ok"] for c in shape["checks"])
+            s = shape["summary"]
+            assert s["matmul_gflops"] > 0 and len(shape["rounds"]) == 2
+            peer = [k for k in s if isinstance(s[k], dict) and "fwd_lead" in s[k]]
+            assert len(peer) == 1
+            for mode in ("fwd", "fwdbwd"):
+                assert s[peer[0]][f"{mode}_lead"] > 0 and s["resetlstm"][f"{mode}_ms"] > 0
+                assert s["resetlstm"][f"{mode}_pct_of_limit"] > 0
+
+
+def test_gru_bench_refuses_bad_arguments():
+    for argv, message in ((["--shapes", "1,2,3"], "each shape is B,T,I,H"),
+                          (["--rounds", "0"], "--rounds must be at least 1"),
+                          (["--frameworks", "mxnet", "--quick"], "'mxnet' is not one of")):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gru_bench.py")] + argv,
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr, (argv, proc.stderr[-2000:])
