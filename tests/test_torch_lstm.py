@@ -1,7 +1,8 @@
-"""resetlstm.torch.ResetLSTM, the drop-in for torch.nn.LSTM: same parameters and state_dict, the
-same results and gradients as torch.nn.LSTM (float64) for every constructor option and call
-form, per-row resets (each sequence of a packed row equals torch.nn.LSTM on it alone, both
-directions, every layer), torch.compile, dtypes, autocast, and clear refusals."""
+"""resetlstm.torch.ResetLSTM and ResetGRU, the drop-ins for torch.nn.LSTM and torch.nn.GRU:
+same parameters and state_dict, the same results and gradients as torch's module (float64) for
+every constructor option and call form, per-row resets (each sequence of a packed row equals
+torch's module on it alone, both directions, every layer), torch.compile, dtypes, autocast, and
+clear refusals."""
 import shutil
 
 import numpy as np
@@ -16,22 +17,39 @@ CONFIGS = [dict(), dict(batch_first=True), dict(num_layers=3), dict(bidirectiona
            dict(num_layers=2, dropout=0.3)]
 
 
-def pair(input_size=5, hidden_size=7, dtype=torch.float64, **kwargs):
+CELLS = {"LSTM": (nn.LSTM, rt.ResetLSTM), "GRU": (nn.GRU, rt.ResetGRU)}
+STATES = {"LSTM": 2, "GRU": 1}
+
+
+def pair(cell="LSTM", input_size=5, hidden_size=7, dtype=torch.float64, **kwargs):
     torch.manual_seed(0)
-    ref = nn.LSTM(input_size, hidden_size, dtype=dtype, **kwargs)
-    ours = rt.ResetLSTM(input_size, hidden_size, dtype=dtype, **kwargs)
+    torch_cls, ours_cls = CELLS[cell]
+    ref = torch_cls(input_size, hidden_size, dtype=dtype, **kwargs)
+    ours = ours_cls(input_size, hidden_size, dtype=dtype, **kwargs)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
 
+def states(hx):
+    """The state tensors of hx or of a module's returned state: (h, c) or h."""
+    return list(hx) if isinstance(hx, (tuple, list)) else [hx]
+
+
+def make_hx(cell, *shape, requires_grad=False):
+    hx = tuple(torch.randn(*shape, dtype=torch.float64, requires_grad=requires_grad)
+               for _ in range(STATES[cell]))
+    return hx if cell == "LSTM" else hx[0]
+
+
 def run(module, x, hx=None, **kwargs):
     """Outputs and the gradients of a fixed random loss w.r.t. x, hx and every parameter."""
-    y, (h, c) = module(x, hx, **kwargs) if hx is not None else module(x, **kwargs)
+    y, last = module(x, hx, **kwargs) if hx is not None else module(x, **kwargs)
+    outs = [y] + states(last)
     g = torch.Generator().manual_seed(1)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (y, h, c))
-    leaves = [x] + ([] if hx is None else list(hx)) + list(module.parameters())
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in outs)
+    leaves = [x] + ([] if hx is None else states(hx)) + list(module.parameters())
     grads = torch.autograd.grad(loss, leaves)
-    return [y, h, c], grads
+    return outs, grads
 
 
 def assert_same(a, b, atol=1e-12):
@@ -40,46 +58,48 @@ def assert_same(a, b, atol=1e-12):
         np.testing.assert_allclose(u.detach().numpy(), v.detach().numpy(), rtol=0, atol=atol)
 
 
-def test_parameters_and_state_dict_are_torch_nn_lstm_s():
-    ref, ours = pair(num_layers=2, bidirectional=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_parameters_and_state_dict_are_torch_s(cell):
+    ref, ours = pair(cell, num_layers=2, bidirectional=True)
     assert [(n, p.shape) for n, p in ref.named_parameters()] == \
         [(n, p.shape) for n, p in ours.named_parameters()]
     torch.manual_seed(3)
-    fresh = nn.LSTM(5, 7, num_layers=2, bidirectional=True, dtype=torch.float64)
+    fresh = CELLS[cell][0](5, 7, num_layers=2, bidirectional=True, dtype=torch.float64)
     fresh.load_state_dict(ours.state_dict())  # and back
     for (n, p), (_, q) in zip(fresh.named_parameters(), ours.named_parameters()):
         assert torch.equal(p, q), n
     # the same initialisation: uniform(-1/sqrt(H), 1/sqrt(H))
     bound = 1 / np.sqrt(7)
-    assert all(float(p.detach().abs().max()) <= bound for p in rt.ResetLSTM(5, 7).parameters())
-    assert isinstance(ours, nn.RNNBase) and ours.mode == "LSTM"
-    assert repr(ours).startswith("ResetLSTM(5, 7, num_layers=2, bidirectional=True)")
+    assert all(float(p.detach().abs().max()) <= bound for p in CELLS[cell][1](5, 7).parameters())
+    assert isinstance(ours, nn.RNNBase) and ours.mode == cell
+    assert repr(ours).startswith(f"Reset{cell}(5, 7, num_layers=2, bidirectional=True)")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(map(str, c.items())) or "default")
 @pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
-def test_matches_torch_nn_lstm(config, with_hx):
-    ref, ours = pair(**config)
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_torch(cell, config, with_hx):
+    ref, ours = pair(cell, **config)
     D = 2 if config.get("bidirectional") else 1
     L = config.get("num_layers", 1)
     shape = (4, 6, 5) if config.get("batch_first") else (6, 4, 5)
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     hx = None
     if with_hx:
-        hx = tuple(torch.randn(L * D, 4, 7, dtype=torch.float64, requires_grad=True)
-                   for _ in range(2))
+        hx = make_hx(cell, L * D, 4, 7, requires_grad=True)
     ref.eval(), ours.eval()  # dropout (training only) is checked below
     assert_same(run(ref, x, hx)[0], run(ours, x, hx)[0])
     assert_same(run(ref, x, hx)[1], run(ours, x, hx)[1], atol=1e-11)
 
 
-def test_unbatched_input():
-    ref, ours = pair(num_layers=2, bidirectional=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_unbatched_input(cell):
+    ref, ours = pair(cell, num_layers=2, bidirectional=True)
     x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
-    hx = tuple(torch.randn(4, 7, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    (y, h, c), _ = run(ours, x, hx)
-    assert y.shape == (6, 14) and h.shape == c.shape == (4, 7)
-    assert_same(run(ref, x, hx)[0], [y, h, c])
+    hx = make_hx(cell, 4, 7, requires_grad=True)
+    outs, _ = run(ours, x, hx)
+    assert outs[0].shape == (6, 14) and all(s.shape == (4, 7) for s in outs[1:])
+    assert_same(run(ref, x, hx)[0], outs)
     assert_same(run(ref, x)[1], run(ours, x)[1], atol=1e-11)
     # resets [seq] for unbatched input: the same as the batched call
     r = torch.tensor([0, 0, 1, 0, 1, 0], dtype=torch.bool)
@@ -88,15 +108,16 @@ def test_unbatched_input():
     assert torch.equal(y1, y2)
 
 
-def test_dropout_between_layers_in_training():
-    """dropout=1.0 zeroes every layer's output but the last's, in torch.nn.LSTM and here alike
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_between_layers_in_training(cell):
+    """dropout=1.0 zeroes every layer's output but the last's, in torch's module and here alike
     (deterministic); 0 < dropout < 1 draws masks (outputs differ from eval mode, and between
     calls) and eval mode never drops."""
-    ref, ours = pair(num_layers=3, dropout=1.0)
+    ref, ours = pair(cell, num_layers=3, dropout=1.0)
     ref.train(), ours.train()
     x = torch.randn(6, 4, 5, dtype=torch.float64)
     assert_same(ref(x)[0], ours(x)[0])
-    _, ours = pair(num_layers=2, dropout=0.5)
+    _, ours = pair(cell, num_layers=2, dropout=0.5)
     ours.train()
     a, b = ours(x)[0], ours(x)[0]
     assert not torch.equal(a, b)
@@ -107,11 +128,12 @@ def test_dropout_between_layers_in_training():
 @pytest.mark.parametrize("config", [dict(), dict(num_layers=2, bidirectional=True),
                                     dict(batch_first=True, bidirectional=True)],
                          ids=["1-layer", "2-layer-bi", "batch-first-bi"])
-def test_resets_give_each_sequence_alone(config):
+@pytest.mark.parametrize("cell", CELLS)
+def test_resets_give_each_sequence_alone(cell, config):
     """Sequences laid end to end in each row, resets at their first steps: every sequence's
-    outputs equal torch.nn.LSTM on that sequence alone (from zeros) in every direction and
+    outputs equal torch's module on that sequence alone (from zeros) in every direction and
     layer, and gradients reach every parameter."""
-    ref, ours = pair(**config)
+    ref, ours = pair(cell, **config)
     batch_first = config.get("batch_first", False)
     rng = np.random.default_rng(0)
     rows = [[5, 3, 4], [12], [1, 6, 2, 3]]  # sequence lengths per row, 12 steps each
@@ -139,11 +161,12 @@ def test_resets_give_each_sequence_alone(config):
     del rng
 
 
-def test_reset_zeroes_hx_too():
+@pytest.mark.parametrize("cell", CELLS)
+def test_reset_zeroes_hx_too(cell):
     """A reset at step 0 discards hx for that row, in every layer."""
-    _, ours = pair(num_layers=2)
+    _, ours = pair(cell, num_layers=2)
     x = torch.randn(5, 2, 5, dtype=torch.float64)
-    hx = tuple(torch.randn(2, 2, 7, dtype=torch.float64) for _ in range(2))
+    hx = make_hx(cell, 2, 2, 7)
     resets = torch.tensor([[True, False]] + [[False, False]] * 4)
     y, _ = ours(x, hx, resets=resets)
     y0, _ = ours(x)
@@ -152,7 +175,8 @@ def test_reset_zeroes_hx_too():
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_torch_compile_fullgraph(backend):
+@pytest.mark.parametrize("cell", CELLS)
+def test_torch_compile_fullgraph(cell, backend):
     """A model that contains the module compiles with fullgraph=True (no graph break) and gives
     the eager results and gradients. aot_eager traces the ops' fake kernels and autograd
     formulas without generating code; inductor also generates C++ for the rest of the model, so
@@ -161,7 +185,7 @@ def test_torch_compile_fullgraph(backend):
         pytest.skip("inductor on CPU needs a C++ compiler and none is on PATH")
     torch._dynamo.reset()
     torch.manual_seed(0)
-    lstm = rt.ResetLSTM(4, 8, num_layers=2, bidirectional=True, batch_first=True)
+    lstm = CELLS[cell][1](4, 8, num_layers=2, bidirectional=True, batch_first=True)
     head = nn.Linear(16, 3)
 
     def f(x, resets):
@@ -181,23 +205,25 @@ def test_torch_compile_fullgraph(backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_modules_and_autocast(dtype):
+@pytest.mark.parametrize("cell", CELLS)
+def test_half_modules_and_autocast(cell, dtype):
     """Modules in bfloat16 / float16 (float32 accumulation inside) and float32 modules under
-    torch.autocast(bfloat16) stay close to float32 and return the half dtype, as
-    torch.nn.LSTM does."""
-    ref, ours = pair(4, 6, dtype=torch.float32, num_layers=2)
+    torch.autocast(bfloat16) stay close to float32 and return the half dtype, as torch's
+    modules do."""
+    ref, ours = pair(cell, 4, 6, dtype=torch.float32, num_layers=2)
     x = torch.randn(9, 3, 4)
     want = ref(x)[0]
-    half = rt.ResetLSTM(4, 6, num_layers=2, dtype=dtype)
+    half = CELLS[cell][1](4, 6, num_layers=2, dtype=dtype)
     half.load_state_dict(ours.state_dict())
     got = half(x.to(dtype))[0]
     assert got.dtype == dtype
     assert (got.float() - want).abs().max() < 2e-2
-    if dtype == torch.bfloat16:
+    if dtype == torch.bfloat16:  # nn.LSTM follows CPU autocast, nn.GRU does not
         with torch.autocast("cpu", dtype=torch.bfloat16):
             auto = ours(x)[0]
             auto_ref = ref(x)[0]
-        assert auto.dtype == auto_ref.dtype == torch.bfloat16
+        assert auto.dtype == auto_ref.dtype == (torch.bfloat16 if cell == "LSTM"
+                                                else torch.float32)
         assert (auto.float() - want).abs().max() < 2e-2
 
 
@@ -224,11 +250,30 @@ def test_refusals_name_the_alternative():
         lstm(torch.randn(3, 2, 4, dtype=torch.float64))
 
 
-def test_every_call_sees_the_current_parameters():
+def test_gru_refusals_name_the_alternative():
+    gru = rt.ResetGRU(4, 6)
+    packed = nn.utils.rnn.pack_sequence([torch.randn(3, 4), torch.randn(2, 4)])
+    with pytest.raises(TypeError, match="PackedSequence.*resets.*torch.nn.GRU"):
+        gru(packed)
+    with pytest.raises(ValueError, match="GRU: Expected input to be 2D or 3D, got 4D"):
+        gru(torch.randn(1, 2, 3, 4))
+    with pytest.raises(RuntimeError, match=r"Expected hidden size \(1, 2, 6\)"):
+        gru(torch.randn(3, 2, 4), torch.zeros(1, 3, 6))
+    with pytest.raises(ValueError, match=r"ResetGRU: `resets` must have shape \[seq, batch\]"):
+        gru(torch.randn(3, 2, 4), resets=torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match weight"):
+        gru(torch.randn(3, 2, 4, dtype=torch.float64))
+    for cls in (nn.GRU, rt.ResetGRU):  # nn.RNNBase refuses it for the GRU, in both
+        with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+            cls(4, 6, proj_size=2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_call_sees_the_current_parameters(cell):
     """Parameters changed in place between calls (an optimizer step, load_state_dict, and
     writes through `.data`, which bump no version counter: target networks and polyak updates
     do that) are what the next call computes with."""
-    ref, ours = pair(num_layers=2, bidirectional=True)
+    ref, ours = pair(cell, num_layers=2, bidirectional=True)
     x = torch.randn(6, 4, 5, dtype=torch.float64)
     with torch.no_grad():
         ours(x)

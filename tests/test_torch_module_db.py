@@ -1,12 +1,13 @@
-"""torch's own tests for torch.nn.LSTM, run against resetlstm.torch.ResetLSTM.
+"""torch's own tests for torch.nn.LSTM and torch.nn.GRU, run against resetlstm.torch.ResetLSTM
+and ResetGRU.
 
-The samples are torch's: the ``module_db`` entry of ``torch.nn.LSTM`` in
-``torch.testing._internal.common_modules`` (its constructor and forward inputs, its reference
-function, its error inputs). The checks follow the generic module checks of torch's
-test/test_modules.py (forward against the reference and against torch.nn.LSTM, factory kwargs,
+The samples are torch's: the ``module_db`` entries of ``torch.nn.LSTM`` and ``torch.nn.GRU`` in
+``torch.testing._internal.common_modules`` (constructor and forward inputs, reference function,
+error inputs). The checks follow the generic module checks of torch's
+test/test_modules.py (forward against the reference and against torch's module, factory kwargs,
 repr, pickle, non-contiguous inputs, gradcheck and gradgradcheck of the total and each partial
 derivative, the layout of outputs and gradients, train/eval, construction on the meta device,
-errors) and the LSTM tests of torch's test/test_nn.py that apply to a module with these
+errors) and the LSTM/GRU tests of torch's test/test_nn.py that apply to a module with these
 parameters on the CPU (argument checks, explicit zero state, empty batch, empty sequence, old
 pickles without proj_size, retained graphs, double backward through many layers, weight norm).
 
@@ -28,15 +29,19 @@ common_modules = pytest.importorskip(
     reason="torch's test helpers (torch.testing._internal) need expecttest")
 nn = torch.nn
 
-LSTM_INFO = next(info for info in common_modules.module_db if info.module_cls is nn.LSTM)
+CELLS = {"LSTM": (nn.LSTM, rt.ResetLSTM), "GRU": (nn.GRU, rt.ResetGRU)}
+INFO = {cell: next(info for info in common_modules.module_db if info.module_cls is torch_cls)
+        for cell, (torch_cls, _) in CELLS.items()}
 DTYPES = [torch.float32, torch.float64]
 
 
-def samples(dtype=torch.float64, requires_grad=False, training=True):
-    """torch's forward samples for nn.LSTM: (constructor kwargs, forward args, sample)."""
+def samples(cell="LSTM", dtype=torch.float64, requires_grad=False, training=True):
+    """torch's forward samples for nn.LSTM or nn.GRU: (constructor kwargs, forward args,
+    sample)."""
     found = []
-    for sample in LSTM_INFO.module_inputs_func(LSTM_INFO, device="cpu", dtype=dtype,
-                                               requires_grad=requires_grad, training=training):
+    info = INFO[cell]
+    for sample in info.module_inputs_func(info, device="cpu", dtype=dtype,
+                                          requires_grad=requires_grad, training=training):
         if sample.forward_input is None:
             continue
         c = sample.constructor_input
@@ -47,31 +52,34 @@ def samples(dtype=torch.float64, requires_grad=False, training=True):
     return found
 
 
-def supported():
-    return [s for s in samples() if not s[0].get("proj_size")]
+def supported(cell="LSTM"):
+    return [s for s in samples(cell) if not s[0].get("proj_size")]
 
 
-def sample_id(s):
+def sample_id(cell, s):
     k = s[0]
-    return (f"bias={k['bias']},bf={k['batch_first']},bi={k['bidirectional']}"
+    return (f"{cell}:bias={k['bias']},bf={k['batch_first']},bi={k['bidirectional']}"
             f",hx={len(s[1]) > 1}")
 
 
-SUPPORTED_IDS = [sample_id(s) for s in supported()]
+CASES = [(cell, index) for cell in CELLS for index in range(len(supported(cell)))]
+CASE_IDS = [sample_id(cell, supported(cell)[index]) for cell, index in CASES]
 
 
-def build_pair(kwargs, dtype):
+def build_pair(kwargs, dtype, cell="LSTM"):
     torch.manual_seed(0)
-    ref = nn.LSTM(**kwargs).to(dtype)
-    ours = rt.ResetLSTM(**kwargs).to(dtype)
+    torch_cls, ours_cls = CELLS[cell]
+    ref = torch_cls(**kwargs).to(dtype)
+    ours = ours_cls(**kwargs).to(dtype)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
 
-def fresh_args(index, dtype, requires_grad=False):
+def fresh_args(cell, index, dtype, requires_grad=False):
     """The forward args of supported sample `index`, made anew (torch's samples are random)."""
     torch.manual_seed(index)
-    kwargs, args, _ = [s for s in samples(dtype, requires_grad) if not s[0].get("proj_size")][index]
+    kwargs, args, _ = [s for s in samples(cell, dtype, requires_grad)
+                       if not s[0].get("proj_size")][index]
     return kwargs, args
 
 
@@ -94,20 +102,21 @@ TOL = {torch.float32: 2e-6, torch.float64: 1e-13}
 
 def test_the_samples_cover_what_they_should():
     """torch's LSTM entry: 32 samples over bias, batch_first, bidirectional, proj_size, with and
-    without hx; those without proj_size (16) all run below."""
-    assert len(samples()) == 32
-    assert len(supported()) == 16
+    without hx; those without proj_size (16) all run below. Its GRU entry: 16, all run."""
+    assert len(samples("LSTM")) == 32
+    assert len(supported("LSTM")) == 16
+    assert len(samples("GRU")) == len(supported("GRU")) == 16
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("index", range(16), ids=SUPPORTED_IDS)
-def test_forward_matches_reference_and_torch(index, dtype):
-    kwargs, args = fresh_args(index, dtype)
-    ref, ours = build_pair(kwargs, dtype)
+@pytest.mark.parametrize("cell, index", CASES, ids=CASE_IDS)
+def test_forward_matches_reference_and_torch(cell, index, dtype):
+    kwargs, args = fresh_args(cell, index, dtype)
+    ref, ours = build_pair(kwargs, dtype, cell)
     ours.train(True)
     out = ours(*args)
     assert_close(out, ref(*args), TOL[dtype])
-    sample = supported()[index][2]
+    sample = supported(cell)[index][2]
     assert_close(out, sample.reference_fn(ours, *args, batch_first=kwargs["batch_first"]),
                  TOL[dtype])
     # .float() / .double() convert every parameter, and the module still runs
@@ -118,7 +127,7 @@ def test_forward_matches_reference_and_torch(index, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_proj_size_samples_are_refused_naming_torch_nn_lstm(dtype):
-    refused = [s for s in samples(dtype) if s[0].get("proj_size")]
+    refused = [s for s in samples("LSTM", dtype) if s[0].get("proj_size")]
     assert len(refused) == 16
     for kwargs, _, _ in refused:
         with pytest.raises(ValueError, match="proj_size.*torch.nn.LSTM"):
@@ -126,32 +135,36 @@ def test_proj_size_samples_are_refused_naming_torch_nn_lstm(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_factory_kwargs(dtype):
-    for kwargs, _, _ in supported():
-        m = rt.ResetLSTM(**kwargs, device="cpu", dtype=dtype)
-        ref = nn.LSTM(**kwargs, device="cpu", dtype=dtype)
+@pytest.mark.parametrize("cell", CELLS)
+def test_factory_kwargs(cell, dtype):
+    torch_cls, ours_cls = CELLS[cell]
+    for kwargs, _, _ in supported(cell):
+        m = ours_cls(**kwargs, device="cpu", dtype=dtype)
+        ref = torch_cls(**kwargs, device="cpu", dtype=dtype)
         assert [(n, p.dtype, p.device, p.shape) for n, p in m.named_parameters()] == \
             [(n, p.dtype, p.device, p.shape) for n, p in ref.named_parameters()]
         assert list(m.buffers()) == []
 
 
-def test_repr_and_str():
-    for kwargs, _, _ in supported():
-        m = rt.ResetLSTM(**kwargs)
-        text = repr(nn.LSTM(**kwargs))
+@pytest.mark.parametrize("cell", CELLS)
+def test_repr_and_str(cell):
+    torch_cls, ours_cls = CELLS[cell]
+    for kwargs, _, _ in supported(cell):
+        m = ours_cls(**kwargs)
+        text = repr(torch_cls(**kwargs))
         assert repr(m) == str(m) == "Reset" + text
 
 
-@pytest.mark.parametrize("index", range(16), ids=SUPPORTED_IDS)
-def test_pickle_round_trip_gives_the_same_outputs(index):
-    kwargs, args = fresh_args(index, torch.float64)
-    _, ours = build_pair(kwargs, torch.float64)
+@pytest.mark.parametrize("cell, index", CASES, ids=CASE_IDS)
+def test_pickle_round_trip_gives_the_same_outputs(cell, index):
+    kwargs, args = fresh_args(cell, index, torch.float64)
+    _, ours = build_pair(kwargs, torch.float64, cell)
     out = ours(*args)
     buffer = io.BytesIO()
     torch.save(ours, buffer)
     buffer.seek(0)
     copy_ = torch.load(buffer, weights_only=False)
-    assert type(copy_) is rt.ResetLSTM
+    assert type(copy_) is CELLS[cell][1]
     assert_close(copy_(*args), out, 0)
     assert_close(pickle.loads(pickle.dumps(ours))(*args), out, 0)
 
@@ -174,10 +187,10 @@ def _outputs_and_grads(m, args, grads_out):
     return flat, grads
 
 
-@pytest.mark.parametrize("index", range(16), ids=SUPPORTED_IDS)
-def test_non_contiguous_inputs_and_gradients(index):
-    kwargs, args = fresh_args(index, torch.float64, requires_grad=True)
-    _, m = build_pair(kwargs, torch.float64)
+@pytest.mark.parametrize("cell, index", CASES, ids=CASE_IDS)
+def test_non_contiguous_inputs_and_gradients(cell, index):
+    kwargs, args = fresh_args(cell, index, torch.float64, requires_grad=True)
+    _, m = build_pair(kwargs, torch.float64, cell)
     out = leaves(m(*args))
     g = torch.Generator().manual_seed(5)
     grads_out = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in out]
@@ -191,13 +204,13 @@ def test_non_contiguous_inputs_and_gradients(index):
             assert_close(got_grads, want_grads, 1e-14)
 
 
-@pytest.mark.parametrize("index", range(16), ids=SUPPORTED_IDS)
-def test_outputs_and_gradients_are_contiguous_like_nn_lstm(index):
+@pytest.mark.parametrize("cell, index", CASES, ids=CASE_IDS)
+def test_outputs_and_gradients_are_contiguous_like_torch(cell, index):
     """test_modules' memory-format check: every output, and every gradient that
     torch.autograd.grad returns (inputs, hx and each parameter), is contiguous and equals
-    torch.nn.LSTM's."""
-    kwargs, args = fresh_args(index, torch.float64, requires_grad=True)
-    ref, ours = build_pair(kwargs, torch.float64)
+    torch.nn.LSTM's / GRU's."""
+    kwargs, args = fresh_args(cell, index, torch.float64, requires_grad=True)
+    ref, ours = build_pair(kwargs, torch.float64, cell)
     results = {}
     for name, m in (("ref", ref), ("ours", ours)):
         out = leaves(m(*args))
@@ -212,11 +225,11 @@ def test_outputs_and_gradients_are_contiguous_like_nn_lstm(index):
     assert_close(results["ours"], results["ref"], 1e-13)
 
 
-def _gradient_checks(index, check):
+def _gradient_checks(cell, index, check):
     """test_modules' gradient helper: `check` over inputs and all parameters together, then
     over each parameter and each input alone."""
-    kwargs, args = fresh_args(index, torch.float64, requires_grad=True)
-    _, m = build_pair(kwargs, torch.float64)
+    kwargs, args = fresh_args(cell, index, torch.float64, requires_grad=True)
+    _, m = build_pair(kwargs, torch.float64, cell)
     params = tuple(m.parameters())
     flat_args, spec = torch.utils._pytree.tree_flatten(args)
 
@@ -236,27 +249,34 @@ def _gradient_checks(index, check):
             t.requires_grad_(f)
 
 
-@pytest.mark.parametrize("index", range(16), ids=SUPPORTED_IDS)
-def test_gradcheck(index):
-    _gradient_checks(index, lambda fn, xs: torch.autograd.gradcheck(fn, xs, nondet_tol=0.0))
+@pytest.mark.parametrize("cell, index", CASES, ids=CASE_IDS)
+def test_gradcheck(cell, index):
+    _gradient_checks(cell, index,
+                     lambda fn, xs: torch.autograd.gradcheck(fn, xs, nondet_tol=0.0))
 
 
-@pytest.mark.parametrize("index", [0, 3, 5, 6, 9, 12, 15], ids=lambda i: SUPPORTED_IDS[i])
-def test_gradgradcheck(index):
-    """Double backward (nn.LSTM's module_db entry says supports_gradgrad)."""
-    _gradient_checks(index, lambda fn, xs: torch.autograd.gradgradcheck(fn, xs,
-                                                                        nondet_tol=0.0))
+GRADGRAD_CASES = [(cell, index) for cell, index in CASES if index in (0, 3, 5, 6, 9, 12, 15)]
 
 
-def test_train_and_eval_give_the_same_results_without_dropout():
-    for index, (kwargs, _, _) in enumerate(supported()):
-        _, args = fresh_args(index, torch.float64)
-        _, m = build_pair(kwargs, torch.float64)
+@pytest.mark.parametrize("cell, index", GRADGRAD_CASES,
+                         ids=[CASE_IDS[CASES.index(c)] for c in GRADGRAD_CASES])
+def test_gradgradcheck(cell, index):
+    """Double backward (the module_db entries say supports_gradgrad)."""
+    _gradient_checks(cell, index, lambda fn, xs: torch.autograd.gradgradcheck(fn, xs,
+                                                                              nondet_tol=0.0))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_train_and_eval_give_the_same_results_without_dropout(cell):
+    for index, (kwargs, _, _) in enumerate(supported(cell)):
+        _, args = fresh_args(cell, index, torch.float64)
+        _, m = build_pair(kwargs, torch.float64, cell)
         assert_close(m.train()(*args), m.eval()(*args), 0)
 
 
-def test_train_and_eval_differ_with_dropout_between_layers():
-    m = rt.ResetLSTM(2, 3, num_layers=2, dropout=0.9, dtype=torch.float64)
+@pytest.mark.parametrize("cell", CELLS)
+def test_train_and_eval_differ_with_dropout_between_layers(cell):
+    m = CELLS[cell][1](2, 3, num_layers=2, dropout=0.9, dtype=torch.float64)
     x = torch.randn(6, 2, dtype=torch.float64)
     torch.manual_seed(1)
     train = m.train()(x)[0]
@@ -264,15 +284,17 @@ def test_train_and_eval_differ_with_dropout_between_layers():
     assert torch.equal(m.eval()(x)[0], m.eval()(x)[0])
 
 
-def test_construction_and_shapes_on_the_meta_device():
+@pytest.mark.parametrize("cell", CELLS)
+def test_construction_and_shapes_on_the_meta_device(cell):
     """test_modules' device-context check: parameters made under torch.device('meta') have
     the metadata of those made on the CPU; and the module computes shapes there, as
-    torch.nn.LSTM does (the op's fake implementation)."""
-    for kwargs, args, _ in supported():
-        cpu = rt.ResetLSTM(**kwargs)
+    torch.nn.LSTM and GRU do (the ops' fake implementations)."""
+    torch_cls, ours_cls = CELLS[cell]
+    for kwargs, args, _ in supported(cell):
+        cpu = ours_cls(**kwargs)
         with torch.device("meta"):
-            meta = rt.ResetLSTM(**kwargs)
-            ref = nn.LSTM(**kwargs)
+            meta = ours_cls(**kwargs)
+            ref = torch_cls(**kwargs)
         for p_meta, p_cpu in zip(meta.parameters(), cpu.parameters()):
             assert p_meta.is_meta
             assert (p_meta.shape, p_meta.dtype, p_meta.stride()) == \
@@ -284,77 +306,91 @@ def test_construction_and_shapes_on_the_meta_device():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_error_inputs_raise_as_nn_lstm_raises(dtype):
-    errors = list(LSTM_INFO.module_error_inputs_func(LSTM_INFO, device="cpu", dtype=dtype,
-                                                     requires_grad=False, training=True))
+@pytest.mark.parametrize("cell", CELLS)
+def test_error_inputs_raise_as_torch_raises(cell, dtype):
+    info = INFO[cell]
+    errors = list(info.module_error_inputs_func(info, device="cpu", dtype=dtype,
+                                                requires_grad=False, training=True))
     assert len(errors) >= 10
     Enum = common_modules.ModuleErrorEnum
     for error in errors:
         sample = error.module_error_input
         c = sample.constructor_input
-        for cls in (nn.LSTM, rt.ResetLSTM):  # the sample is right about nn.LSTM, and about us
+        for cls in CELLS[cell]:  # the sample is right about torch's module, and about ours
             with pytest.raises(error.error_type, match=error.error_regex):
                 m = cls(*c.args, **c.kwargs)
                 if error.error_on == Enum.FORWARD_ERROR:
                     m(*sample.forward_input.args, **sample.forward_input.kwargs)
 
 
-# ---------------------------------------------------------------- test_nn.py's LSTM tests
+# ------------------------------------------------------ test_nn.py's LSTM and GRU tests
 
-def test_rnn_args_check():
+def hidden(cell, *states):
+    """hx of `cell` from its state tensors: (h, c) for the LSTM, h for the GRU."""
+    return tuple(states) if cell == "LSTM" else states[0]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_rnn_args_check(cell):
     """A wrong input size, hidden batch, hidden size or number of layers raises RuntimeError
-    (in h or c), as torch.nn.LSTM does."""
+    (in h or c), as torch.nn.LSTM and GRU do."""
     input_size, hidden_size, num_layers, batch, seq = 3, 5, 2, 4, 6
-    m = rt.ResetLSTM(input_size, hidden_size, num_layers)
+    m = CELLS[cell][1](input_size, hidden_size, num_layers)
+    n = 2 if cell == "LSTM" else 1
     good_x = (seq, batch, input_size)
     good_h = (num_layers, batch, hidden_size)
-    m(torch.randn(good_x), (torch.randn(good_h), torch.randn(good_h)))
+    m(torch.randn(good_x), hidden(cell, *[torch.randn(good_h)] * n))
     for axis in (1, 2):
         bad = list(good_x)
         bad[axis] = 7
         with pytest.raises(RuntimeError):
-            m(torch.randn(bad), (torch.randn(good_h), torch.randn(good_h)))
+            m(torch.randn(bad), hidden(cell, *[torch.randn(good_h)] * n))
     for axis in (0, 1, 2):
         bad = list(good_h)
         bad[axis] = 7
-        for hx in ((torch.randn(bad), torch.randn(good_h)),
-                   (torch.randn(good_h), torch.randn(bad))):
+        for which in range(n):
+            states = [torch.randn(bad if i == which else good_h) for i in range(n)]
             with pytest.raises(RuntimeError):
-                m(torch.randn(good_x), hx)
+                m(torch.randn(good_x), hidden(cell, *states))
 
 
-def test_forward_exception_messages():
-    m = rt.ResetLSTM(10, 20, batch_first=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_forward_exception_messages(cell):
+    m = CELLS[cell][1](10, 20, batch_first=True)
     with pytest.raises(RuntimeError, match="Expected hidden.*size.*got"):
-        m(torch.randn(2, 3, 10), (torch.randn(1, 2, 19), torch.randn(1, 2, 20)))
+        m(torch.randn(2, 3, 10), hidden(cell, torch.randn(1, 2, 19), torch.randn(1, 2, 20)))
     with pytest.raises(RuntimeError, match=r"input\.size\(-1\) must be equal to input_size"):
         m(torch.randn(2, 3, 3))
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_explicit_zero_state_equals_the_default(bidirectional):
-    m = rt.ResetLSTM(30, 20, 2, bidirectional=bidirectional)
+def test_explicit_zero_state_equals_the_default(cell, bidirectional):
+    m = CELLS[cell][1](30, 20, 2, bidirectional=bidirectional)
     x = torch.randn(10, 32, 30)
     d = 2 if bidirectional else 1
     zeros = torch.zeros(2 * d, 32, 20)
-    y0, (h0, c0) = m(x)
-    y1, (h1, c1) = m(x, (zeros, zeros))
-    assert torch.equal(y0, y1) and torch.equal(h0, h1) and torch.equal(c0, c1)
+    y0, s0 = m(x)
+    y1, s1 = m(x, hidden(cell, zeros, zeros))
+    assert torch.equal(y0, y1)
+    assert all(torch.equal(a, b) for a, b in zip(leaves(s0), leaves(s1)))
 
 
-def test_empty_batch_forward_and_backward():
-    m = rt.ResetLSTM(3, 4)
+@pytest.mark.parametrize("cell", CELLS)
+def test_empty_batch_forward_and_backward(cell):
+    m = CELLS[cell][1](3, 4)
     x = torch.zeros(5, 0, 3, requires_grad=True)
-    y, (h, c) = m(x)
-    assert y.shape == (5, 0, 4) and h.shape == c.shape == (1, 0, 4)
+    y, states = m(x)
+    assert y.shape == (5, 0, 4) and all(s.shape == (1, 0, 4) for s in leaves(states))
     y.sum().backward()
     assert x.grad.shape == x.shape
     assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_empty_sequence_raises_as_nn_lstm_does(bidirectional):
-    for cls in (nn.LSTM, rt.ResetLSTM):
+def test_empty_sequence_raises_as_torch_does(cell, bidirectional):
+    for cls in CELLS[cell]:
         m = cls(5, 6, bidirectional=bidirectional, dtype=torch.float64)
         for x in (torch.ones(0, 10, 5, dtype=torch.float64),
                   torch.ones(0, 5, dtype=torch.float64)):
@@ -386,6 +422,35 @@ def test_hidden_state_dtype_mismatch_raises_as_nn_lstm_does():
     assert y.dtype == torch.bfloat16
 
 
+def test_gru_hidden_state_dtype_device_and_form():
+    """nn.GRU raises a RuntimeError for an h_0 of another dtype; ResetGRU raises one naming
+    it, and one for another device, as for the LSTM; a tuple hx (the LSTM's form) is refused
+    with a ValueError that says what hx must be."""
+    x = torch.randn(5, 2, 3)
+    good = torch.zeros(1, 2, 4)
+    for bad in (good.double(), good.long(), good.half()):
+        with pytest.raises(RuntimeError):
+            nn.GRU(3, 4)(x, bad)
+        with pytest.raises(RuntimeError, match=f"h_0 has dtype {bad.dtype} but the input has "
+                                               "torch.float32"):
+            rt.ResetGRU(3, 4)(x, bad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # nn.GRU ignores CPU autocast
+        for cls in (nn.GRU, rt.ResetGRU):
+            with pytest.raises(RuntimeError):
+                cls(3, 4)(x, good.double())
+            assert cls(3, 4)(x, good)[0].dtype == torch.float32
+    with pytest.raises(RuntimeError, match="not at the same device.*cpu.*meta"):
+        rt.ResetGRU(3, 4)(x, good.to("meta"))
+    with pytest.raises(ValueError, match="`hx` must be a tensor h_0"):
+        rt.ResetGRU(3, 4)(x, (good, good))
+    with pytest.raises(RuntimeError, match="For batched 3-D input, hx should also be 3-D but "
+                                           "got 2-D tensor"):
+        rt.ResetGRU(3, 4)(x, good[0])
+    with pytest.raises(RuntimeError, match="For unbatched 2-D input, hx should also be 2-D but "
+                                           "got 3-D tensor"):
+        rt.ResetGRU(3, 4)(x[:, 0], good)
+
+
 def test_hidden_state_arity_and_device():
     m = rt.ResetLSTM(3, 4)
     x = torch.randn(5, 2, 3)
@@ -409,11 +474,12 @@ def test_old_pickle_without_proj_size_loads():
     assert torch.equal(old(x)[0], m(x)[0])
 
 
-def test_retained_graph_gives_the_same_gradients_every_time():
-    m = rt.ResetLSTM(10, 20, num_layers=2, dtype=torch.float64)
+@pytest.mark.parametrize("cell", CELLS)
+def test_retained_graph_gives_the_same_gradients_every_time(cell):
+    m = CELLS[cell][1](10, 20, num_layers=2, dtype=torch.float64)
     x = torch.randn(5, 6, 10, dtype=torch.float64, requires_grad=True)
-    y, (h, c) = m(x)
-    loss = y.sum() + h.sum() + c.sum()
+    y, states = m(x)
+    loss = y.sum() + sum(s.sum() for s in leaves(states))
     first = None
     for _ in range(5):
         x.grad = None
@@ -426,19 +492,21 @@ def test_retained_graph_gives_the_same_gradients_every_time():
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_lstm_grad_and_gradgrad(bias):
-    m = rt.ResetLSTM(4, 4, bias=bias, dtype=torch.float64)
+def test_grad_and_gradgrad(cell, bias):
+    m = CELLS[cell][1](4, 4, bias=bias, dtype=torch.float64)
     x = torch.rand(1, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, *p: m(x)[0], (x, *m.parameters()))
     assert torch.autograd.gradgradcheck(lambda x, *p: m(x)[0], (x, *m.parameters()))
 
 
-def test_differentiable_backward_through_many_layers_matches_nn_lstm():
+@pytest.mark.parametrize("cell", CELLS)
+def test_differentiable_backward_through_many_layers_matches_torch(cell):
     """d(out)/dx taken with create_graph=True, then differentiated again, through 20 layers:
-    the same values as torch.nn.LSTM's (float64)."""
+    the same values as torch.nn.LSTM's / GRU's (float64)."""
     ref, ours = build_pair(dict(input_size=3, hidden_size=3, num_layers=20, batch_first=True),
-                           torch.float64)
+                           torch.float64, cell)
     results = []
     for m in (ref, ours):
         x = torch.randn(10, 12, 3, dtype=torch.float64,
@@ -450,11 +518,13 @@ def test_differentiable_backward_through_many_layers_matches_nn_lstm():
     assert_close(results[1], results[0], 1e-11)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("flavour", ["weight_norm", "parametrizations"])
-def test_weight_norm_on_a_weight(flavour):
+def test_weight_norm_on_a_weight(cell, flavour):
     """A weight computed by torch.nn.utils.weight_norm (or the parametrization) is what the
-    module computes with, as in torch.nn.LSTM; removing it restores a plain parameter."""
-    ref, ours = build_pair(dict(input_size=32, hidden_size=32), torch.float64)
+    module computes with, as in torch.nn.LSTM and GRU; removing it restores a plain
+    parameter."""
+    ref, ours = build_pair(dict(input_size=32, hidden_size=32), torch.float64, cell)
     x = torch.randn(4, 3, 32, dtype=torch.float64)
     for m in (ref, ours):
         if flavour == "weight_norm":
