@@ -191,6 +191,7 @@ class ResetRNNBase(nn.RNNBase):
         without them. Read at every call: a copy kept between calls could not see a parameter
         changed through `.data` (which bumps no version counter: target networks, EMA and polyak
         updates do it)."""
-        return tuple(getattr(self, f"{kind}_{name}", None) if kind.startswith("weight") or
-                     self.bias else None
-                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        weights = (getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}"))
+        if not self.bias:
+            return weights + (None, None)
+        return weights + (getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}"))
