@@ -461,21 +461,25 @@ def test_bidirectional_save_and_load_in_a_fresh_process(tmp_path):
 # ------------------------------------------------------------------ Keras' own tests
 
 @pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
-def test_keras_own_lstm_tests_pass_against_resetlstm(backend):
-    """Keras' own LSTM, Bidirectional, RNN and Masking tests (shipped in the installed keras
-    package) with keras.layers.LSTM replaced by ResetLSTM, on each Keras backend: none may
-    fail."""
+def test_keras_own_rnn_tests_pass_against_resetlstm(backend):
+    """Keras' own LSTM, GRU, Bidirectional, RNN and Masking tests (shipped in the installed keras
+    package) with keras.layers.LSTM and GRU replaced by ResetLSTM and ResetGRU, on each Keras
+    backend: none may fail."""
     pytest.importorskip(backend)
     tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
-                        "keras_lstm_tests.py")
+                        "keras_rnn_tests.py")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(resetlstm.__file__)))
     env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, tool, "-q", "-p", "no:randomly"], env=env,
+    proc = subprocess.run([sys.executable, tool, "-q", "-p", "no:randomly", "-rA"], env=env,
                           capture_output=True, text=True, timeout=600)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
-    assert "-> <class 'resetlstm.keras.layers.ResetLSTM'>" in proc.stdout, tail
+    assert "LSTM -> <class 'resetlstm.keras.layers.ResetLSTM'>" in proc.stdout, tail
+    assert "GRU -> <class 'resetlstm.keras.layers.ResetGRU'>" in proc.stdout, tail
     summary = [line for line in proc.stdout.splitlines() if " passed" in line][-1]
     passed = int(summary.split(" passed")[0].split()[-1])
-    assert passed >= 35 and "failed" not in summary and "error" not in summary, summary
+    assert passed >= 43 and "failed" not in summary and "error" not in summary, summary
+    gru_passed = [line for line in proc.stdout.splitlines()
+                  if line.startswith("PASSED") and "gru_test.py" in line]
+    assert len(gru_passed) >= 8, "\n".join(gru_passed)

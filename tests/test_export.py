@@ -1,5 +1,6 @@
-"""Portable export (resetlstm.tf.portable, resetlstm.tf.export): the stock-op lowering against the fused
-op and the float64 reference, every ResetLSTM option against the fused model, the refusals, and
+"""Portable export (resetlstm.tf.portable, resetlstm.tf.export): the stock-op lowerings against the
+fused ops and the float64 references, every ResetLSTM and ResetGRU option against the fused model,
+the refusals, and
 the exported SavedModel / LiteRT / ONNX models run in fresh processes where resetlstm cannot be
 imported (and, for LiteRT and ONNX Runtime, TensorFlow neither)."""
 import importlib.util
@@ -18,9 +19,9 @@ import tensorflow as tf
 import resetlstm
 from resetlstm import StreamingModel
 from resetlstm.tf.export import export_litert, export_onnx, export_portable, portable_function
-from resetlstm.keras import ResetLSTM
-from resetlstm.tf.model_layers import reset_lstm_layers
-from resetlstm.tf.portable import lowered, portable_reset_lstm
+from resetlstm.keras import ResetGRU, ResetLSTM
+from resetlstm.tf.model_layers import reset_layers
+from resetlstm.tf.portable import lowered, portable_reset_gru, portable_reset_lstm
 from reference import reference_forward
 from test_streaming import V, serve, trained_pair
 
@@ -100,6 +101,42 @@ def test_no_nan_crosses_a_reset():
     np.testing.assert_allclose(got[0][0, 5:], ref[0], atol=ATOL)
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("B,T,I,H", [(3, 1, 4, 5), (4, 9, 3, 6), (2, 0, 3, 2)])
+def test_portable_gru_equals_fused_op_and_reference(B, T, I, H, reset_after):
+    """portable_reset_gru (float64) against the fused reset_gru and the float64 reference,
+    with every option, both forms; time-major and 0/1 flags."""
+    from reference_gru import gru_reference_forward
+
+    rng = np.random.default_rng(B * 10 + T)
+    x = rng.normal(size=(B, T, I))
+    k, r = rng.normal(0, 0.5, size=(I, 3 * H)), rng.normal(0, 0.5, size=(H, 3 * H))
+    b = rng.normal(0, 0.5, size=(2, 3 * H) if reset_after else (3 * H,))
+    resets, mask = rng.random((B, T)) < 0.3, rng.random((B, T)) < 0.7
+    h0 = rng.normal(size=(B, H))
+    drop = (rng.random((B, H)) < 0.8) / 0.8
+    for kwargs in (dict(), dict(resets=resets), dict(resets=resets, mask=mask, initial_state=h0),
+                   dict(mask=mask, recurrent_dropout_mask=drop)):
+        got = portable_reset_gru(x, k, r, b, reset_after=reset_after, **kwargs)
+        fused = resetlstm.reset_gru(x, k, r, b, reset_after=reset_after, **kwargs)
+        ref = gru_reference_forward(x, k, r, b, kwargs.get("resets"), kwargs.get("initial_state"),
+                                    kwargs.get("mask"), kwargs.get("recurrent_dropout_mask"),
+                                    reset_after=reset_after)
+        assert len(got) == 2
+        for a, f, e in zip(got, fused, ref):
+            assert a.dtype == tf.float64 and a.shape == f.shape
+            np.testing.assert_allclose(a, f, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(a, e, rtol=0, atol=1e-12)
+    tm = portable_reset_gru(np.swapaxes(x, 0, 1), k, r, b, resets=resets.T.astype("int32"),
+                            time_major=True, reset_after=reset_after)
+    np.testing.assert_allclose(np.swapaxes(tm[0], 0, 1), resetlstm.reset_gru(
+        x, k, r, b, resets=resets, reset_after=reset_after)[0], atol=1e-12)
+    with pytest.raises(ValueError, match=r"portable_reset_gru: with reset_after=.* `bias` must "
+                                         r"be"):
+        portable_reset_gru(x, k, r, b[0] if reset_after else np.stack([b, b]),
+                           reset_after=reset_after)
+
+
 def test_portable_op_refusals():
     x, k, r, b = _problem(np.random.default_rng(0), 2, 3, 4, 5)
     with pytest.raises(ValueError, match=r"`inputs` must be float32, float64, float16 or "
@@ -131,6 +168,20 @@ def rich_model(batch=None):
     return _weights(keras.Model([tokens, resets], keras.layers.Dense(3)(h)), 7)
 
 
+def rich_gru_model(batch=None):
+    """rich_model's options on GRUs: Embedding(mask_zero) -> Bidirectional(ResetGRU of the
+    reset-before form, zero_output_for_mask) with resets -> ResetGRU(go_backwards, no bias, last
+    step) -> ResetLSTM -> Dense; both cells in one model."""
+    tokens = keras.Input(batch_shape=(batch, None), dtype="int32", name="tokens")
+    resets = keras.Input(batch_shape=(batch, None), dtype="bool", name="resets")
+    h = keras.layers.Embedding(V, 5, mask_zero=True)(tokens)
+    h = resetlstm.Bidirectional(ResetGRU(6, return_sequences=True, zero_output_for_mask=True,
+                                         reset_after=False))(h, resets=resets)
+    h = ResetGRU(4, go_backwards=True, use_bias=False, return_sequences=True)(h, resets=resets)
+    h = ResetLSTM(3)(h, resets=resets)
+    return _weights(keras.Model([tokens, resets], keras.layers.Dense(3)(h)), 9)
+
+
 def state_model():
     """initial_state from model inputs, return_state, a non-default layer (no bias)."""
     x = keras.Input((None, 3), name="x")
@@ -157,6 +208,9 @@ def test_every_layer_option_equals_the_fused_model():
     ours, _ = trained_pair()
     cases = [(ours, [rng.integers(0, V, (4, 11)).astype("int32"), rng.random((4, 11)) < 0.2]),
              (rich_model(), rich_data(rng)),
+             (rich_gru_model(), rich_data(rng)),
+             (trained_pair(cell="gru")[0], [rng.integers(0, V, (4, 11)).astype("int32"),
+                                            rng.random((4, 11)) < 0.2]),
              (state_model(), [rng.normal(size=(2, 6, 3)).astype("float32"),
                               rng.normal(size=(2, 5)).astype("float32"),
                               rng.normal(size=(2, 5)).astype("float32")])]
@@ -166,7 +220,7 @@ def test_every_layer_option_equals_the_fused_model():
         for a, e in zip(tf.nest.flatten(got), tf.nest.flatten(fused)):
             np.testing.assert_allclose(a, e, rtol=0, atol=ATOL)
     # the context restores the fused call
-    assert all("call" not in vars(layer) for layer in reset_lstm_layers(ours))
+    assert all("call" not in vars(layer) for layer in reset_layers(ours))
 
 
 def test_stateful_model_carries_its_state_like_the_fused_one():
@@ -179,7 +233,7 @@ def test_stateful_model_carries_its_state_like_the_fused_one():
         call = tf.function(lambda x: portable(x, training=False), autograph=False)
         for batch in batches:
             np.testing.assert_allclose(call(batch), fused(batch), rtol=0, atol=ATOL)
-    pairs = zip(reset_lstm_layers(fused), reset_lstm_layers(portable))
+    pairs = zip(reset_layers(fused), reset_layers(portable))
     for a, b in ((a, b) for x, y in pairs for a, b in zip(x.states, y.states)):
         assert np.abs(a.numpy()).max() > 0.1  # the state carried something
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=ATOL)
@@ -216,7 +270,7 @@ class SubModel(keras.Model):
 def test_refusals_name_the_layer_and_the_alternative(tmp_path, monkeypatch):
     x = keras.Input((None, 3), name="x")
     plain = keras.Model(x, keras.layers.Dense(2)(x))
-    with pytest.raises(ValueError, match="has no ResetLSTM layer; export it with model.export"):
+    with pytest.raises(ValueError, match="has no ResetLSTM or ResetGRU layer; export it with model.export"):
         export_portable(plain, tmp_path / "a")
 
     half = keras.Model(x, ResetLSTM(4, dtype="mixed_float16", name="half_lstm")(x))
@@ -226,7 +280,7 @@ def test_refusals_name_the_layer_and_the_alternative(tmp_path, monkeypatch):
                                              "export needs a float32 model"):
             export(half, tmp_path / "m")
     stateful, _ = trained_pair(stateful_batch=2, seq_len=3)
-    name = reset_lstm_layers(stateful)[0].name
+    name = reset_layers(stateful)[0].name
     for export, runtime in ((export_litert, "LiteRT"), (export_onnx, "ONNX")):
         with pytest.raises(ValueError, match=rf"ResetLSTM '{name}' is stateful .* Serve "
                                              rf"streams with resetlstm.StreamingModel"):
@@ -239,8 +293,8 @@ def test_refusals_name_the_layer_and_the_alternative(tmp_path, monkeypatch):
 
     direct = keras.Model(x, DirectOp(name="direct_op")(ResetLSTM(3, return_sequences=True)(x)))
     with pytest.raises(ValueError, match=r"still holds resetlstm's custom op at "
-                                         r"\['.*direct_op.*'\]: only ResetLSTM layers are "
-                                         r"lowered.*portable_reset_lstm"):
+                                         r"\['.*direct_op.*'\]: only ResetLSTM and ResetGRU layers "
+                                         r"are lowered.*portable_reset_lstm"):
         export_portable(direct, tmp_path / "d")
 
     lstm = ResetLSTM(3, dropout=0.5, name="dropping")
@@ -314,16 +368,16 @@ BLOCK = """
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         assert a.shape == b.shape, (a.shape, b.shape)
         return float(np.abs(a - b).max()) if a.size else 0.0
-    def replay(step, data, state_size):
-        # explicit state: zeros, release = zero those rows; every step's outputs
+    def replay(step, data, sizes):
+        # explicit state (h, and c where the model has LSTMs): zeros, release = zero those
+        # rows; every step's outputs
         slots = data["tokens"].shape[1]
-        h = np.zeros((slots, state_size), np.float32)
-        c = np.zeros_like(h)
+        state = [np.zeros((slots, n), np.float32) for n in sizes if n]
         worst = 0.0
         for t in range(len(data["tokens"])):
-            h[data["release"][t]] = 0
-            c[data["release"][t]] = 0
-            y, h, c = step(data["tokens"][t], data["new"][t], h, c)
+            for s in state:
+                s[data["release"][t]] = 0
+            y, *state = step(data["tokens"][t], data["new"][t], *state)
             worst = max(worst, err(y, data["expected"][t]))
         return worst
 """
@@ -350,7 +404,8 @@ SAVED_MODEL_CHECK = BLOCK.format(blocked=("resetlstm",)) + """
             got = tf.nest.flatten(loaded.serve(inputs))
             worst = max([worst] + [err(g, data[f"out{call}_{i}"]) for i, g in enumerate(got)])
         sig = loaded.signatures["serving_default"]
-        assert not [op.type for op in sig.graph.get_operations() if "ResetLSTM" in op.type]
+        assert not [op.type for op in sig.graph.get_operations()
+                    if op.type.startswith(("ResetLSTM", "ResetGRU"))]
         errors[name] = worst
     print(json.dumps(errors))
 """
@@ -371,8 +426,9 @@ RUNTIME_CHECK = BLOCK.format(blocked=("resetlstm", "tensorflow", "keras")) + """
             def call(**feeds):
                 return session.run(case["outputs"], feeds)
         if case["kind"] == "streaming":
-            errors[name] = replay(lambda x, new, h, c: call(inputs=x, new_stream=new, h=h, c=c),
-                                  data, case["state_size"])
+            def step(x, new, *state):
+                return call(inputs=x, new_stream=new, **dict(zip("hc", state)))
+            errors[name] = replay(step, data, (case["state_size"], case["cell_state_size"]))
         else:  # whole sequences, two lengths (the time axis is dynamic)
             errors[name] = max(err(call(tokens=data[f"tokens{k}"], resets=data[f"resets{k}"])[0],
                                    data[f"expected{k}"]) for k in range(2))
@@ -441,6 +497,7 @@ def test_saved_models_run_without_resetlstm(tmp_path):
     cases = {"lm": (ours, [rng.integers(0, V, (4, 11)).astype("int32"),
                            rng.random((4, 11)) < 0.2], 1),
              "rich": (rich_model(), rich_data(rng), 1),
+             "rich_gru": (rich_gru_model(), rich_data(rng), 1),
              "state_io": (state_model(), [rng.normal(size=(2, 6, 3)).astype("float32"),
                                           rng.normal(size=(2, 5)).astype("float32"),
                                           rng.normal(size=(2, 5)).astype("float32")], 1),
@@ -459,6 +516,10 @@ def test_saved_models_run_without_resetlstm(tmp_path):
     recorder.server.export(tmp_path / "streaming", portable=True)  # all slots zero
     recorder.serve(seed=12).save(tmp_path / "streaming.npz")
     manifest["saved_model"]["streaming"] = "streaming"
+    recorder = Recorder(StreamingModel(trained_pair(seed=13, cell="mixed")[0], slots=3))
+    recorder.server.export(tmp_path / "streaming_mixed", portable=True)
+    recorder.serve(seed=14).save(tmp_path / "streaming_mixed.npz")
+    manifest["saved_model"]["streaming_mixed"] = "streaming"
     run_fresh(SAVED_MODEL_CHECK, tmp_path, manifest)
 
 
@@ -466,28 +527,33 @@ def test_saved_models_run_without_resetlstm(tmp_path):
                     reason="needs ai-edge-litert, tf2onnx and onnxruntime (the deploy extra)")
 def test_litert_and_onnx_run_without_resetlstm_or_tensorflow(tmp_path):
     rng = np.random.default_rng(20)
-    ours, _ = trained_pair(seed=20)
-    rich = rich_model()
     B = 3
-    recorder = Recorder(StreamingModel(ours, slots=4)).serve(seed=21)
-    recorder.save(tmp_path / "stream_litert.npz")
-    recorder.save(tmp_path / "stream_onnx.npz")
-    arrays = {}
-    for k, T in enumerate((9, 4)):
-        arrays[f"tokens{k}"], arrays[f"resets{k}"] = rich_data(rng, B, T)
-        arrays[f"expected{k}"] = np.asarray(rich([arrays[f"tokens{k}"], arrays[f"resets{k}"]]))
-    np.savez(tmp_path / "seq_litert.npz", **arrays)
-    np.savez(tmp_path / "seq_onnx.npz", **arrays)
-    server = recorder.server
-    export_litert(server, tmp_path / "stream_litert.tflite")
-    export_onnx(server, tmp_path / "stream_onnx.onnx")
-    export_litert(rich, tmp_path / "seq_litert.tflite", batch_size=B)
-    export_onnx(rich, tmp_path / "seq_onnx.onnx")
-    streaming = dict(kind="streaming", outputs=["output_0", "h_next", "c_next"],
-                     state_size=server.state_size)
-    seq = dict(kind="sequence", outputs=["output_0"])
-    manifest = {"runtimes": {"stream_litert": dict(streaming, runtime="litert"),
-                             "stream_onnx": dict(streaming, runtime="onnx"),
-                             "seq_litert": dict(seq, runtime="litert"),
-                             "seq_onnx": dict(seq, runtime="onnx")}}
-    run_fresh(RUNTIME_CHECK, tmp_path, manifest)
+    runtimes = {}
+    # streaming steps: LSTMs (h and c), GRUs only (h alone), a GRU and an LSTM (h wider than c)
+    for seed, cell in ((20, "lstm"), (22, "gru"), (24, "mixed")):
+        recorder = Recorder(StreamingModel(trained_pair(seed=seed, cell=cell)[0], slots=4))
+        recorder.serve(seed=seed + 1)
+        server = recorder.server
+        assert (server.cell_state_size == 0) == (cell == "gru")
+        outputs = ["output_0", "h_next"] + (["c_next"] if server.cell_state_size else [])
+        for runtime, export in (("litert", export_litert), ("onnx", export_onnx)):
+            name = f"stream_{cell}_{runtime}"
+            recorder.save(tmp_path / f"{name}.npz")
+            export(server, tmp_path / f"{name}.{'tflite' if runtime == 'litert' else 'onnx'}")
+            runtimes[name] = dict(kind="streaming", outputs=outputs, runtime=runtime,
+                                  state_size=server.state_size,
+                                  cell_state_size=server.cell_state_size)
+    for label, rich in (("seq", rich_model()), ("seq_gru", rich_gru_model())):
+        arrays = {}
+        for k, T in enumerate((9, 4)):
+            arrays[f"tokens{k}"], arrays[f"resets{k}"] = rich_data(rng, B, T)
+            arrays[f"expected{k}"] = np.asarray(rich([arrays[f"tokens{k}"],
+                                                      arrays[f"resets{k}"]]))
+        np.savez(tmp_path / f"{label}_litert.npz", **arrays)
+        np.savez(tmp_path / f"{label}_onnx.npz", **arrays)
+        export_litert(rich, tmp_path / f"{label}_litert.tflite", batch_size=B)
+        export_onnx(rich, tmp_path / f"{label}_onnx.onnx")
+        for runtime in ("litert", "onnx"):
+            runtimes[f"{label}_{runtime}"] = dict(kind="sequence", outputs=["output_0"],
+                                                  runtime=runtime)
+    run_fresh(RUNTIME_CHECK, tmp_path, {"runtimes": runtimes})

@@ -1,5 +1,5 @@
-"""resetlstm.ResetLSTM on each Keras 3 backend: tests/keras_backend_cases.py (equality with
-keras.layers.LSTM on that backend, resets, stateful streams, Bidirectional, masking, fit,
+"""resetlstm.ResetLSTM and ResetGRU on each Keras 3 backend: tests/keras_backend_cases.py
+(equality with keras.layers.LSTM and GRU on that backend, resets, stateful streams, Bidirectional, masking, fit,
 mixed precision) in one process per backend, .keras files saved under one backend and loaded
 under another, and a clear refusal on a backend the layer does not run on."""
 import importlib.util
@@ -36,6 +36,9 @@ def tensorflow_model(tmp_path_factory):
     seq = keras.Input((10, 4))
     flags = keras.Input((10,), dtype="bool")
     h = resetlstm.Bidirectional(resetlstm.ResetLSTM(6, return_sequences=True))(seq, resets=flags)
+    h = resetlstm.Bidirectional(resetlstm.ResetGRU(4, return_sequences=True, reset_after=False))(
+        h, resets=flags)
+    h = resetlstm.ResetGRU(5, return_sequences=True)(h, resets=flags)
     h = resetlstm.ResetLSTM(5, go_backwards=True)(h, resets=flags)
     model = keras.Model([seq, flags], keras.layers.Dense(2)(h))
     model.save(where / "tensorflow.keras")

@@ -144,7 +144,7 @@ def test_dropout_matches_keras_lstm():
     (dict(recurrent_dropout=-0.5), r"`recurrent_dropout`.*\[0, 1\).*recurrent_dropout=-0.5"),
     (dict(recurrent_dropout="0.2"), r"`recurrent_dropout`.*\[0, 1\).*recurrent_dropout='0.2'"),
     (dict(use_cudnn="yes"), r"`use_cudnn` must be 'auto', True or False.*use_cudnn='yes'"),
-    (dict(implementation=3), r"`implementation`.*1 or 2.*implementation=3"),
+    (dict(implementation=3), r"`implementation`.*0, 1 or 2.*implementation=3"),
 ])
 def test_unsupported_arguments_raise_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -15,9 +15,15 @@ from test_layer import run_python
 V, E, H1, H2 = 23, 6, 9, 7
 
 
-def lm(lstm, stateful_batch=None, seq_len=None, with_resets=True):
+CELLS = {"lstm": ("LSTM", "LSTM"), "gru": ("GRU", "GRU"), "mixed": ("GRU", "LSTM")}
+
+
+def lm(lstm, stateful_batch=None, seq_len=None, with_resets=True, cell="lstm"):
     """Embedding -> LSTM(H1) -> LSTM(H2) -> Dense(V), with ResetLSTM (resets input) or
-    keras.layers.LSTM. stateful_batch: a stateful model with that fixed batch (as trained)."""
+    keras.layers.LSTM; ``cell`` "gru": both layers GRUs (ResetGRU or keras.layers.GRU),
+    "mixed": a GRU then an LSTM. stateful_batch: a stateful model with that fixed batch (as
+    trained)."""
+    first, second = CELLS[cell]
     shape = dict(batch_shape=(stateful_batch, seq_len))
     tokens = keras.Input(dtype="int32", name="tokens", **shape)
     h = keras.layers.Embedding(V, E)(tokens)
@@ -29,23 +35,25 @@ def lm(lstm, stateful_batch=None, seq_len=None, with_resets=True):
             resets = keras.Input(dtype="bool", name="resets", **shape)
             inputs.append(resets)
             kwargs = dict(resets=resets)
-        h = ResetLSTM(H1, return_sequences=True, stateful=stateful)(h, **kwargs)
-        h = ResetLSTM(H2, return_sequences=True, stateful=stateful)(h, **kwargs)
+        h = getattr(resetlstm, f"Reset{first}")(H1, return_sequences=True,
+                                                 stateful=stateful)(h, **kwargs)
+        h = getattr(resetlstm, f"Reset{second}")(H2, return_sequences=True,
+                                                  stateful=stateful)(h, **kwargs)
     else:
         inputs = tokens
-        h = keras.layers.LSTM(H1, return_sequences=True)(h)
-        h = keras.layers.LSTM(H2, return_sequences=True)(h)
+        h = getattr(keras.layers, first)(H1, return_sequences=True)(h)
+        h = getattr(keras.layers, second)(H2, return_sequences=True)(h)
     return keras.Model(inputs, keras.layers.Dense(V)(h))
 
 
-def trained_pair(seed=0, **kwargs):
-    """A ResetLSTM model with random (non-trivial) weights and the keras.layers.LSTM model
-    holding the same weights."""
+def trained_pair(seed=0, cell="lstm", **kwargs):
+    """A ResetLSTM (ResetGRU, both: ``cell``) model with random (non-trivial) weights and the
+    keras.layers.LSTM (GRU) model holding the same weights."""
     keras.utils.set_random_seed(seed)
-    ours = lm(ResetLSTM, **kwargs)
+    ours = lm(ResetLSTM, cell=cell, **kwargs)
     rng = np.random.default_rng(seed)
     ours.set_weights([rng.normal(0, 0.4, w.shape).astype("float32") for w in ours.get_weights()])
-    ref = lm(keras.layers.LSTM)
+    ref = lm(keras.layers.LSTM, cell=cell)
     ref.set_weights(ours.get_weights())
     return ours, ref
 
@@ -83,9 +91,10 @@ def serve(server, streams, rng, release_some=True):
     return [np.stack(o) for o in outputs], steps
 
 
-@pytest.mark.parametrize("with_resets", [True, False])
-def test_each_stream_gets_exactly_its_alone_outputs(with_resets):
-    ours, ref = trained_pair(with_resets=with_resets)
+@pytest.mark.parametrize("with_resets,cell", [(True, "lstm"), (False, "lstm"), (True, "gru"),
+                                              (False, "mixed")])
+def test_each_stream_gets_exactly_its_alone_outputs(with_resets, cell):
+    ours, ref = trained_pair(with_resets=with_resets, cell=cell)
     rng = np.random.default_rng(1)
     lengths = [1, 14, 3, 9, 20, 2, 7, 11, 5, 16, 8, 4]
     streams = [rng.integers(0, V, size=n) for n in lengths]
@@ -93,7 +102,7 @@ def test_each_stream_gets_exactly_its_alone_outputs(with_resets):
     got, steps = serve(server, streams, rng)
     assert steps < sum(lengths)  # slots were shared
     for stream, out in zip(streams, got):
-        alone = ref.predict_on_batch(stream[None].astype("int32"))[0]  # keras LSTM, alone
+        alone = ref.predict_on_batch(stream[None].astype("int32"))[0]  # keras' layers, alone
         assert out.shape == alone.shape
         np.testing.assert_allclose(out, alone, rtol=0, atol=1e-5)
 
@@ -154,7 +163,7 @@ def test_refusals_name_the_problem():
         StreamingModel(keras.Model(x, keras.layers.Bidirectional(ResetLSTM(2))(x)), 2)
     with pytest.raises(ValueError, match="go_backwards=True"):
         StreamingModel(keras.Model(x, ResetLSTM(2, go_backwards=True)(x)), 2)
-    with pytest.raises(ValueError, match="has no ResetLSTM layer"):
+    with pytest.raises(ValueError, match="has no ResetLSTM or ResetGRU layer"):
         StreamingModel(keras.Model(x, keras.layers.Dense(2)(x)), 2)
 
     class Sub(keras.Model):
@@ -206,8 +215,9 @@ EXPORT_CHECK = """
 """
 
 
-def test_exported_step_signature_reproduces_in_a_fresh_process(tmp_path):
-    ours, _ = trained_pair(seed=5)
+@pytest.mark.parametrize("cell", ["lstm", "mixed"])
+def test_exported_step_signature_reproduces_in_a_fresh_process(tmp_path, cell):
+    ours, _ = trained_pair(seed=5, cell=cell)
     server = StreamingModel(ours, slots=4)
     server.export(tmp_path / "served")   # the state as of now: all zero
     rng = np.random.default_rng(6)

@@ -2,7 +2,7 @@
 
 Each front end is a subpackage that loads only its own framework::
 
-    import resetlstm.keras    # ResetLSTM, Bidirectional: Keras 3, on the backend Keras runs
+    import resetlstm.keras    # ResetLSTM, ResetGRU, Bidirectional: Keras 3, any backend
     import resetlstm.tf       # the TensorFlow op, streaming inference, portable exports
     import resetlstm.torch    # PyTorch: a drop-in for torch.nn.LSTM and the op
     import resetlstm.jax      # JAX: the op as XLA FFI calls, Flax modules
@@ -17,6 +17,7 @@ load their front end on first use::
     outputs, h = resetlstm.reset_gru(inputs, kernel, recurrent_kernel, bias, resets=None,
                                      reset_after=True)             # resetlstm.tf
     layer = resetlstm.ResetLSTM(units, return_sequences=False, stateful=False)  # resetlstm.keras
+    layer = resetlstm.ResetGRU(units, reset_after=True)  # keras.layers.GRU's arguments too
     bi = resetlstm.Bidirectional(resetlstm.ResetLSTM(units, return_sequences=True))
     server = resetlstm.StreamingModel(trained_model, slots=256)           # resetlstm.tf
     resetlstm.export_portable(model, path)   # also export_litert, export_onnx: stock ops only
@@ -34,12 +35,13 @@ from resetlstm._after_import import after_import
 from resetlstm._version import __version__
 
 __all__ = ["__version__", "build_info", "reset_lstm", "reset_lstm_cell", "reset_gru",
-           "reset_gru_cell", "ResetLSTM",
+           "reset_gru_cell", "ResetLSTM", "ResetGRU",
            "Bidirectional", "StreamingModel", "data", "export_portable", "export_litert",
            "export_onnx", "portable_reset_lstm"]
 
 # name -> (module, the extra that installs what it needs)
 _LAZY = {"ResetLSTM": ("resetlstm.keras", "tensorflow"),
+         "ResetGRU": ("resetlstm.keras", "tensorflow"),
          "Bidirectional": ("resetlstm.keras", "tensorflow"),
          "build_info": ("resetlstm.tf.ops", "tensorflow"),
          "reset_lstm": ("resetlstm.tf.ops", "tensorflow"),

@@ -1,10 +1,10 @@
 """What the Keras layer takes from the backend Keras runs on (``keras.backend.backend()``):
 the fused op on that backend's tensors, and where a stateful layer keeps its state.
 
-- tensorflow: ``resetlstm.reset_lstm`` (the TF op); the state variables sit in a ``tf.Module``
-  so that SavedModel export captures them.
-- torch: ``resetlstm.torch.reset_lstm`` (torch custom ops with autograd).
-- jax: ``resetlstm.jax.reset_lstm`` (XLA FFI custom calls with a custom VJP).
+- tensorflow: ``resetlstm.reset_lstm`` / ``reset_gru`` (the TF ops); the state variables sit in
+  a ``tf.Module`` so that SavedModel export captures them.
+- torch: ``resetlstm.torch.reset_lstm`` / ``reset_gru`` (torch custom ops with autograd).
+- jax: ``resetlstm.jax.reset_lstm`` / ``reset_gru`` (XLA FFI custom calls with a custom VJP).
 Any other backend is refused with an error naming the ones that work.
 """
 import keras
@@ -16,42 +16,51 @@ def backend() -> str:
     return keras.backend.backend()
 
 
-def check_supported(cls_name: str) -> None:
+def check_supported(cls_name: str, original: str = "keras.layers.LSTM") -> None:
     name = backend()
     if name not in SUPPORTED:
         raise ValueError(
             f"{cls_name} runs on the Keras backends {', '.join(SUPPORTED)}; this process runs "
-            f"Keras on {name!r} (KERAS_BACKEND). Use keras.layers.LSTM there, or another backend.")
+            f"Keras on {name!r} (KERAS_BACKEND). Use {original} there, or another backend.")
 
 
-def reset_lstm_op():
-    """The fused op of the current backend: reset_lstm(inputs, kernel, recurrent_kernel, bias,
-    resets=, initial_state=, mask=, recurrent_dropout_mask=) -> (outputs, h, c)."""
+def _module_for(op_name):
     name = backend()
     if name == "tensorflow":
-        from resetlstm.tf.ops import reset_lstm
-    elif name == "torch":
-        from resetlstm.torch.ops import reset_lstm
-    elif name == "jax":
-        from resetlstm.jax import reset_lstm
-    else:
-        check_supported("resetlstm.ResetLSTM")
-    return reset_lstm
+        return "resetlstm.tf.gru" if op_name == "reset_gru" else "resetlstm.tf.ops"
+    if name == "torch":
+        return "resetlstm.torch.gru_ops" if op_name == "reset_gru" else "resetlstm.torch.ops"
+    return "resetlstm.jax"
+
+
+def fused_op(op_name):
+    """The fused op ``op_name`` ("reset_lstm" or "reset_gru") of the current backend, on its
+    tensors: reset_lstm(inputs, kernel, recurrent_kernel, bias, resets=, initial_state=, mask=,
+    recurrent_dropout_mask=) -> (outputs, h, c); reset_gru(..., reset_after=) -> (outputs, h)."""
+    check_supported(f"resetlstm.{op_name}")
+    import importlib
+
+    return getattr(importlib.import_module(_module_for(op_name)), op_name)
 
 
 class StreamState:
-    """A stateful layer's (h, c) variables, out of Keras' tracking (the state is not a weight:
-    not in ``get_weights()`` or ``.keras`` files, and its shape depends on the batch size), as
-    keras.layers.LSTM keeps its state."""
+    """A stateful layer's state variables, h (and c for the LSTM), out of Keras' tracking (the
+    state is not a weight: not in ``get_weights()`` or ``.keras`` files, and its shape depends
+    on the batch size), as keras.layers.LSTM and GRU keep their state."""
 
-    def __init__(self, h, c):
+    def __init__(self, h, c=None):
         self.h, self.c = h, c
+
+    @property
+    def state_variables(self):
+        """(h,) or (h, c), in the order the cell's op returns them."""
+        return (self.h,) if self.c is None else (self.h, self.c)
 
 
 _TF_STREAM_STATE = None
 
 
-def stream_state(h, c):
+def stream_state(h, c=None):
     """A StreamState; on TensorFlow a ``tf.Module`` too, tracked by TensorFlow so that
     ``tf.saved_model.save`` and ``model.export`` capture the state."""
     global _TF_STREAM_STATE
@@ -61,7 +70,7 @@ def stream_state(h, c):
         import tensorflow as tf
 
         class TFStreamState(StreamState, tf.Module):
-            def __init__(self, h, c):
+            def __init__(self, h, c=None):
                 tf.Module.__init__(self, name="stream_state")
                 StreamState.__init__(self, h, c)
 

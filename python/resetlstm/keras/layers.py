@@ -1,12 +1,15 @@
-"""`ResetLSTM` and `Bidirectional`: Keras 3 drop-ins for `keras.layers.LSTM` and
-`keras.layers.Bidirectional` on the fused reset-LSTM op.
+"""`ResetLSTM`, `ResetGRU` and `Bidirectional`: Keras 3 drop-ins for `keras.layers.LSTM`,
+`keras.layers.GRU` and `keras.layers.Bidirectional` on the fused ops.
 
 `ResetLSTM` is a subclass of `keras.layers.LSTM`: same constructor arguments, weights (a
 `keras.layers.LSTMCell` named ``lstm_cell`` holds ``kernel``, ``recurrent_kernel``, ``bias``, Keras
 layout and gate order i, f, c, o), config, masking and call signature, so ``isinstance`` checks and
-Keras' own wrappers treat it as an LSTM. On top of that ``call`` takes ``resets`` ([batch,
-timesteps] bool): True at (b, t) zeroes row b's state before step t, in forward time whatever the
-direction; stateful layers keep one stream per batch row with a per-row ``reset_state(rows)``.
+Keras' own wrappers treat it as an LSTM; `ResetGRU` is the same for `keras.layers.GRU` (a
+``gru_cell``, gates z, r, h, both ``reset_after`` forms). On top of that ``call`` takes ``resets``
+([batch, timesteps] bool): True at (b, t) zeroes row b's state before step t, in forward time
+whatever the direction; stateful layers keep one stream per batch row with a per-row
+``reset_state(rows)``. Both share one implementation (``_ResetRNN``); a cell adds its state
+names and its op.
 """
 import numpy as np
 import keras
@@ -20,7 +23,7 @@ except ImportError:  # pragma: no cover
     def _get_keras_mask(x):
         return getattr(x, "_keras_mask", None)
 
-__all__ = ["ResetLSTM", "Bidirectional"]
+__all__ = ["ResetLSTM", "ResetGRU", "Bidirectional", "backward_resets"]
 
 _TANH = (keras.activations.tanh, ops.tanh)
 _SIGMOID = (keras.activations.sigmoid, ops.sigmoid)
@@ -69,8 +72,384 @@ def _is_float(dtype):
     return "float" in keras.backend.standardize_dtype(dtype)
 
 
+class _ResetRNN:
+    """What ``ResetLSTM`` and ``ResetGRU`` share, mixed in before the Keras layer they subclass:
+    argument checks, shapes and masks, the stateful streams with per-row resets, dropout masks,
+    go_backwards, and the call through the backend's fused op. A cell names its state
+    (``_STATES``) and its op (``_op``, ``_op_options``, ``_zero_bias``)."""
+
+    _STATES = ("h",)   # the state tensors, in the order the op returns them after the outputs
+    _ORIGINAL = ""     # the Keras layer this one stands in for, for messages
+    _OP = ""           # the name of the cell's op in every front end
+
+    def _init_reset_rnn(self, units, activation, recurrent_activation, dropout,
+                        recurrent_dropout, use_cudnn, kwargs):
+        """Checks the arguments the fused kernels constrain, before the Keras constructor runs;
+        returns ``implementation`` (popped from ``kwargs``)."""
+        cls = type(self).__name__
+        _keras_backend.check_supported(cls, self._ORIGINAL)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
+            raise ValueError(f"{cls}: `units` must be a positive integer, received units={units!r}")
+        act = keras.activations.get(activation)
+        if act not in _TANH:
+            raise ValueError(
+                f"{cls} supports only activation='tanh' (the fused kernel computes tanh), "
+                f"received activation={_describe(act)}. Use {self._ORIGINAL} for other "
+                "activations.")
+        rec_act = keras.activations.get(recurrent_activation)
+        if rec_act not in _SIGMOID:
+            raise ValueError(
+                f"{cls} supports only recurrent_activation='sigmoid' (the fused kernel computes "
+                f"sigmoid), received recurrent_activation={_describe(rec_act)}. Use "
+                f"{self._ORIGINAL} for other recurrent activations.")
+        _check_rate(cls, "dropout", dropout)
+        _check_rate(cls, "recurrent_dropout", recurrent_dropout)
+        if use_cudnn not in ("auto", True, False):
+            raise ValueError(f"{cls}: `use_cudnn` must be 'auto', True or False, received "
+                             f"use_cudnn={use_cudnn!r}")
+        implementation = kwargs.pop("implementation", 2)
+        # keras' matmul layouts (0: Keras 2's legacy value, still accepted): the same math here
+        if isinstance(implementation, bool) or implementation not in (0, 1, 2):
+            raise ValueError(f"{cls}: `implementation` must be 0, 1 or 2, "
+                             f"received implementation={implementation!r}")
+        return implementation
+
+    def _finish_init(self, return_sequences, return_state, go_backwards, stateful, unroll,
+                     zero_output_for_mask):
+        """After the Keras constructor: plain bools, and the checks and masking of this layer."""
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.unroll = bool(unroll)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        # The layer checks its inputs itself, with messages that name the argument.
+        self.input_spec = None
+        self.supports_masking = True
+        # The TF op is not XLA-compilable; JAX's op is an XLA FFI call (compiles under jit);
+        # the torch op is a torch.library custom op (traced by torch.compile).
+        self.supports_jit = _keras_backend.backend() != "tensorflow"
+
+    # keras.layers.RNN keeps its state variables in `states`; this layer keeps them in a
+    # _keras_backend.StreamState (TF-tracked on TensorFlow) and shows them here.
+    @property
+    def states(self):
+        """The stateful layer's state variables, ``[h, c]`` (LSTM) or ``[h]`` (GRU); None when
+        not stateful or not built."""
+        return None if self._stream is None else list(self._stream.state_variables)
+
+    @states.setter
+    def states(self, value):
+        if value is not None:
+            raise AttributeError(f"{type(self).__name__}.states is read-only; use reset_state()")
+
+    @property
+    def variables(self):
+        """Keras' ``variables`` (weights and seed state), on JAX with the stream state too: JAX
+        trainers run stateless steps that carry only ``variables`` from one batch to the next,
+        so without it a stateful layer would restart from zeros at every batch of ``fit``,
+        ``evaluate`` and ``predict`` (as keras.layers.LSTM does there). The state stays out of
+        ``weights``, ``get_weights()`` and ``.keras`` files on every backend."""
+        variables = super().variables
+        if self._stream is not None and _keras_backend.backend() == "jax":
+            variables = variables + list(self._stream.state_variables)
+        return variables
+
+    _stream = None  # a _keras_backend.StreamState once a stateful layer is built
+
+    # ----------------------------------------------------------------- build / shapes / masks
+    def _fail(self, what):
+        raise ValueError(f"{type(self).__name__} '{self.name}': {what}")
+
+    def _check_shapes(self, sequences_shape, resets_shape=None, mask_shape=None,
+                      initial_state_shape=None):
+        """Static shape checks shared by symbolic (functional) and real calls; unknown
+        dimensions pass (the op checks them at run time)."""
+        def agree(shape, expected):
+            return len(shape) == len(expected) and all(
+                a is None or b is None or a == b for a, b in zip(shape, expected))
+
+        if sequences_shape is None or len(sequences_shape) != 3 or sequences_shape[-1] is None:
+            self._fail("`sequences` (the inputs) must have rank 3 [batch, timesteps, features] "
+                       "with a known feature dimension, received shape "
+                       f"{None if sequences_shape is None else tuple(sequences_shape)}")
+        sequences_shape = tuple(sequences_shape)
+        if self.cell.built and sequences_shape[-1] != self.cell.kernel.shape[0]:
+            self._fail(f"`sequences` (the inputs) must have {self.cell.kernel.shape[0]} features "
+                       f"(the layer was built for that), received shape {sequences_shape}")
+        for name, shape in (("resets", resets_shape), ("mask", mask_shape)):
+            if shape is not None and not agree(tuple(shape), sequences_shape[:2]):
+                self._fail(f"`{name}` must have shape [batch, timesteps] = "
+                           f"{sequences_shape[:2]} (from the inputs of shape {sequences_shape}), "
+                           f"received shape {tuple(shape)}")
+        if initial_state_shape is not None:
+            names = [f"{state}0" for state in self._STATES]
+            if len(initial_state_shape) != len(names):
+                self._fail(f"`initial_state` must be a list [{', '.join(names)}] of "
+                           f"{len(names)} [batch, units] tensor(s), received "
+                           f"{len(initial_state_shape)} tensor(s)")
+            for name, shape in zip(names, initial_state_shape):
+                if not agree(tuple(shape), (sequences_shape[0], self.units)):
+                    self._fail(f"`initial_state` {name} must have shape [batch, units] = "
+                               f"{(sequences_shape[0], self.units)}, received shape "
+                               f"{tuple(shape)}")
+        if self._stream is not None and sequences_shape[0] is not None:
+            expected = int(self._stream.h.shape[0])
+            if sequences_shape[0] != expected:
+                self._fail(f"the layer is stateful with state for batch size {expected} (one "
+                           "stream per row); the inputs must have that batch size, received "
+                           f"batch size {sequences_shape[0]} (inputs shape {sequences_shape}). "
+                           "Use the same batch size, or build a new layer for the new one.")
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        self._check_shapes(sequences_shape)
+        batch = sequences_shape[0]
+        if not self.cell.built:
+            self.cell.build((batch, sequences_shape[-1]))
+        if self.stateful and self._stream is None:
+            if batch is None:
+                self._fail("stateful=True needs a static batch size (one stream per batch row): "
+                           "use keras.Input(batch_shape=(batch, timesteps, features)); received "
+                           f"inputs shape {tuple(sequences_shape)}")
+            self._create_state(int(batch))
+
+    def _create_state(self, batch_size):
+        def var(name):
+            # on_read: under a tf.distribute strategy each replica keeps its own copy, the
+            # state of its own streams (no other strategy makes sense for per-row state); read
+            # from outside the replicas, the first replica's copy is shown.
+            return keras.Variable(np.zeros((batch_size, self.units)), trainable=False,
+                                  dtype=self.variable_dtype, name=name,
+                                  synchronization="on_read", aggregation="only_first_replica")
+
+        with keras.name_scope(self.name, caller=self):
+            self._stream = _keras_backend.stream_state(
+                *(var(f"state_{state}") for state in self._STATES))
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None, resets_shape=None):
+        self._check_shapes(sequences_shape, resets_shape, None, initial_state_shape)
+        batch, steps = sequences_shape[0], sequences_shape[1]
+        out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        if self.return_state:
+            return (out,) + tuple((batch, self.units) for _ in self._STATES)
+        return out
+
+    def compute_mask(self, sequences, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        out = mask if self.return_sequences else None
+        return [out] + [None] * len(self._STATES) if self.return_state else out
+
+    # ----------------------------------------------------------------- call
+    def _dropout_masks(self, sequences, training):
+        """(input mask [B, I] or None, recurrent mask [B, H] or None) for this call: in
+        training, one draw per call and rate from the cell's seed generator, input mask first
+        (the order keras.layers.RNN draws them in). Inference draws nothing, so an exported
+        serving function holds no random op and no seed state."""
+        def draw(rate, width):
+            if not (training and rate):
+                return None
+            ones = ops.ones((ops.shape(sequences)[0], width), sequences.dtype)
+            return keras.random.dropout(ones, rate=rate, seed=self.cell.seed_generator)
+
+        return draw(self.cell.dropout, ops.shape(sequences)[2]), draw(self.cell.recurrent_dropout,
+                                                                        self.units)
+
+    def call(self, sequences, initial_state=None, mask=None, training=False, resets=None):
+        args = self._op_arguments(sequences, initial_state, mask, training, resets)
+        outputs, *states = self._op()(**args, **self._op_options())
+        self._store_state(states)
+        return self._layer_outputs(outputs, states, args["mask"])
+
+    def _op(self):
+        """The fused op ``_OP`` on the backend's tensors."""
+        return _keras_backend.fused_op(self._OP)
+
+    def _op_options(self):
+        """The cell's own keyword arguments of its op (the GRU's ``reset_after``)."""
+        return {}
+
+    def _zero_bias(self, dtype):
+        """The op's bias for ``use_bias=False``."""
+        raise NotImplementedError
+
+    def _op_arguments(self, sequences, initial_state, mask, training, resets):
+        """The layer's semantics up to the fused op: the Keras mask, dtypes, shape checks, a
+        stateful layer's stored state, the dropout masks, go_backwards. Returns the keyword
+        arguments of the cell's op (``reset_lstm`` or ``reset_gru`` of any backend, or of
+        ``resetlstm.tf.portable``) for this call, but for ``_op_options``."""
+        if mask is None:
+            # Keras fills `mask` itself only when `sequences` is the sole tensor argument.
+            mask = _get_keras_mask(sequences)
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        sequences = ops.convert_to_tensor(sequences)
+        if not _is_float(sequences.dtype):  # integer inputs compute in the layer's dtype, as
+            sequences = ops.cast(sequences, self.compute_dtype)  # keras' matmuls promote them
+        dtype = keras.backend.standardize_dtype(sequences.dtype)
+        resets = None if resets is None else ops.convert_to_tensor(resets)
+        mask = None if mask is None else ops.convert_to_tensor(mask)
+        if initial_state is not None:
+            if not isinstance(initial_state, (list, tuple)):
+                initial_state = [initial_state]  # reported by _check_shapes
+            initial_state = [ops.cast(ops.convert_to_tensor(s), dtype) for s in initial_state]
+        self._check_shapes(sequences.shape, None if resets is None else resets.shape,
+                           None if mask is None else mask.shape,
+                           None if initial_state is None else [s.shape for s in initial_state])
+
+        if self.stateful:
+            if self._stream is None:
+                self.build(sequences.shape)
+            if sequences.shape[0] is None:  # batch unknown while tracing (TF): check at run time
+                sequences = self._assert_stream_batch(sequences)
+            if initial_state is None:
+                # copies: the op's backward reads its initial state after _store_state has
+                # overwritten the variables in place (torch)
+                initial_state = [ops.copy(ops.cast(v.value, dtype))
+                                 for v in self._stream.state_variables]
+
+        input_mask, recurrent_mask = self._dropout_masks(sequences, training)
+        if input_mask is not None:  # the same mask on the inputs at every step
+            sequences = sequences * ops.expand_dims(input_mask, 1)
+        if self.go_backwards:
+            sequences = ops.flip(sequences, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+            resets = None if resets is None else backward_resets(resets)
+
+        bias = ops.cast(self.cell.bias, dtype) if self.use_bias else self._zero_bias(dtype)
+        return dict(inputs=sequences, kernel=ops.cast(self.cell.kernel, dtype),
+                    recurrent_kernel=ops.cast(self.cell.recurrent_kernel, dtype), bias=bias,
+                    resets=resets, initial_state=initial_state, mask=mask,
+                    recurrent_dropout_mask=recurrent_mask)
+
+    def _store_state(self, states):
+        """A stateful layer keeps the final state (the op's, in ``_STATES`` order) for its next
+        call."""
+        if self.stateful:
+            for v, value in zip(self._stream.state_variables, states):
+                v.assign(ops.cast(value, v.dtype))
+
+    def _layer_outputs(self, outputs, states, mask):
+        """The layer's result from the op's outputs and final states; `mask` as the op got
+        it."""
+        if self.zero_output_for_mask and mask is not None:
+            outputs = ops.where(ops.expand_dims(ops.cast(mask, "bool"), -1), outputs,
+                                ops.zeros_like(outputs))
+        output = outputs if self.return_sequences else outputs[:, -1]
+        if self.return_state:
+            return (output, *states)
+        return output
+
+    def _assert_stream_batch(self, sequences):
+        """`sequences`, with a run-time check of its batch size against the stateful state's
+        (a TF graph traced with an unknown batch size; other backends trace static shapes)."""
+        import tensorflow as tf
+
+        expected = int(self._stream.h.shape[0])
+        check = tf.debugging.assert_equal(
+            tf.shape(sequences)[0], expected, summarize=1,
+            message=f"{type(self).__name__} '{self.name}': the layer is stateful with "
+                    f"state for batch size {expected} (one stream per row); the inputs "
+                    "must have that batch size. Received batch size (x) vs expected (y)")
+        with tf.control_dependencies([check]):
+            return tf.identity(sequences)
+
+    # ----------------------------------------------------------------- stateful streams
+    def reset_state(self, rows=None):
+        """Zero the stored state of all rows (``rows=None``), or of the given rows: integer
+        indices (negative ones count from the end) or a bool vector [batch] (True = reset).
+        Does nothing for a layer that is not stateful or not built yet.
+
+        Under a ``tf.distribute`` strategy with R replicas (called outside ``strategy.run``),
+        each replica holds the state of its own ``batch`` streams and ``rows`` are global
+        stream indices in ``[0, R * batch)``: stream ``g * batch + i`` is row i of replica g
+        (the rule of ``resetlstm.data.PackedDocuments.distribute``)."""
+        if self._stream is None:
+            return
+        batch = int(self._stream.h.shape[0])
+        if rows is None:
+            for v in self._stream.state_variables:
+                v.assign(ops.zeros_like(v.value))
+            return
+        if _keras_backend.backend() != "tensorflow":
+            self._reset_rows(self._rows_to_reset(rows, batch))
+            return
+        import tensorflow as tf
+
+        # the strategy the state was created under (from any scope), else the current one
+        strategy = getattr(self._stream.h.value, "distribute_strategy", None) \
+            or tf.distribute.get_strategy()
+        replicas = strategy.num_replicas_in_sync
+        context = tf.distribute.get_replica_context()
+        if replicas == 1 or (context is not None and context.strategy is strategy):
+            # no strategy, or called by one replica (inside strategy.run): its own rows
+            self._reset_rows(self._rows_to_reset(rows, batch))
+            return
+        # Under a strategy every replica holds the state of its own `batch` streams (the
+        # variables are sync-on-read): rows are global stream indices, replica g owns
+        # [g * batch, (g + 1) * batch) (resetlstm.data.PackedDocuments.distribute's rule), and
+        # each replica zeroes its own rows.
+        reset = self._rows_to_reset(rows, replicas * batch)
+
+        def per_replica():
+            g = tf.distribute.get_replica_context().replica_id_in_sync_group
+            self._reset_rows(tf.reshape(reset, [replicas, batch])[g])
+
+        strategy.run(per_replica)
+
+    def _reset_rows(self, reset):
+        for v in self._stream.state_variables:
+            value = ops.convert_to_tensor(v.value)
+            v.assign(ops.where(reset[:, None], ops.zeros_like(value), value))
+
+    def _rows_to_reset(self, rows, batch):
+        """``rows`` (indices or a bool vector) as a bool vector [batch] of the backend. Checked
+        eagerly where the values are known, else (inside a TF graph) by assertions."""
+        name = f"{type(self).__name__} '{self.name}'.reset_state"
+        if isinstance(rows, (list, tuple)) and not rows:
+            rows = np.zeros([0], np.int64)
+        tensor = ops.convert_to_tensor(rows)
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        if dtype == "bool":
+            if tuple(tensor.shape) != (batch,):
+                raise ValueError(f"{name}: a bool `rows` must have shape [batch] = ({batch},), "
+                                 f"received shape {tuple(tensor.shape)}")
+            return tensor
+        if "int" not in dtype or len(tensor.shape) not in (0, 1):
+            raise ValueError(f"{name}: `rows` must be None, integer row indices (a scalar or "
+                             f"a vector) or a bool vector of shape ({batch},); received dtype "
+                             f"{dtype} shape {tuple(tensor.shape)}")
+        index = ops.reshape(ops.cast(tensor, "int64"), [-1])
+        if _keras_backend.backend() == "tensorflow" and not _tf_executing_eagerly():
+            import tensorflow as tf
+
+            tf.debugging.assert_less(index, tf.constant(batch, tf.int64),
+                                     message=f"{name}: `rows` index >= batch size {batch}")
+            tf.debugging.assert_greater_equal(index, tf.constant(-batch, tf.int64),
+                                              message=f"{name}: `rows` index < -{batch}")
+        else:
+            values = ops.convert_to_numpy(index)
+            bad = values[(values < -batch) | (values >= batch)]
+            if bad.size:
+                raise ValueError(f"{name}: `rows` indices must be in [-{batch}, {batch}) for "
+                                 f"the state's batch size {batch}, received {bad.tolist()}")
+        index = ops.where(index < 0, index + batch, index)
+        hits = ops.scatter(index[:, None], ops.ones_like(index, dtype="int32"), [batch])
+        return hits > 0  # repeated indices add up
+
+    def reset_states(self, rows=None):
+        """Alias of :meth:`reset_state` (keras.layers.LSTM / GRU compatibility)."""
+        self.reset_state(rows)
+
+    # ----------------------------------------------------------------- config
+    def get_config(self):
+        # the Keras layer's config (every constructor argument but use_cudnn, which Keras does
+        # not serialize) plus use_cudnn, so the whole configuration round-trips.
+        return {**super().get_config(), "use_cudnn": self.use_cudnn}
+
+
 @keras.saving.register_keras_serializable(package="resetlstm")
-class ResetLSTM(keras.layers.LSTM):
+class ResetLSTM(_ResetRNN, keras.layers.LSTM):
     """Long Short-Term Memory layer whose state can be reset per batch row at any step.
 
     A drop-in for `keras.layers.LSTM` (a subclass of it: every constructor argument, the weights,
@@ -145,31 +524,8 @@ class ResetLSTM(keras.layers.LSTM):
                  dropout=0.0, recurrent_dropout=0.0, seed=None, return_sequences=False,
                  return_state=False, go_backwards=False, stateful=False, unroll=False,
                  use_cudnn="auto", zero_output_for_mask=False, **kwargs):
-        cls = type(self).__name__
-        _keras_backend.check_supported(cls)
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
-            raise ValueError(f"{cls}: `units` must be a positive integer, received units={units!r}")
-        act = keras.activations.get(activation)
-        if act not in _TANH:
-            raise ValueError(
-                f"{cls} supports only activation='tanh' (the fused kernel computes tanh), "
-                f"received activation={_describe(act)}. Use keras.layers.LSTM for other "
-                "activations.")
-        rec_act = keras.activations.get(recurrent_activation)
-        if rec_act not in _SIGMOID:
-            raise ValueError(
-                f"{cls} supports only recurrent_activation='sigmoid' (the fused kernel computes "
-                f"sigmoid), received recurrent_activation={_describe(rec_act)}. Use "
-                "keras.layers.LSTM for other recurrent activations.")
-        _check_rate(cls, "dropout", dropout)
-        _check_rate(cls, "recurrent_dropout", recurrent_dropout)
-        if use_cudnn not in ("auto", True, False):
-            raise ValueError(f"{cls}: `use_cudnn` must be 'auto', True or False, received "
-                             f"use_cudnn={use_cudnn!r}")
-        implementation = kwargs.pop("implementation", 2)
-        if implementation not in (1, 2):  # keras' two matmul layouts; the same math here
-            raise ValueError(f"{cls}: `implementation` must be 1 or 2, "
-                             f"received implementation={implementation!r}")
+        implementation = self._init_reset_rnn(units, activation, recurrent_activation, dropout,
+                                              recurrent_dropout, use_cudnn, kwargs)
         # keras.layers.LSTM builds the LSTMCell that holds the weights (same names, shapes,
         # initializers incl. unit_forget_bias, regularizers, constraints and the seed generator
         # the dropout masks are drawn from) and sets the RNN attributes (return_sequences,
@@ -186,318 +542,89 @@ class ResetLSTM(keras.layers.LSTM):
             return_sequences=return_sequences, return_state=return_state,
             go_backwards=go_backwards, stateful=stateful, unroll=unroll, use_cudnn=use_cudnn,
             zero_output_for_mask=zero_output_for_mask, implementation=implementation, **kwargs)
-        self.return_sequences = bool(return_sequences)
-        self.return_state = bool(return_state)
-        self.go_backwards = bool(go_backwards)
-        self.stateful = bool(stateful)
-        self.unroll = bool(unroll)
-        self.zero_output_for_mask = bool(zero_output_for_mask)
-        # The layer checks its inputs itself, with messages that name the argument.
-        self.input_spec = None
-        self.supports_masking = True
-        # The TF op is not XLA-compilable; JAX's op is an XLA FFI call (compiles under jit);
-        # the torch op is a torch.library custom op (traced by torch.compile).
-        self.supports_jit = _keras_backend.backend() != "tensorflow"
+        self._finish_init(return_sequences, return_state, go_backwards, stateful, unroll,
+                          zero_output_for_mask)
 
-    # keras.layers.RNN keeps its state variables in `states`; this layer keeps them in a
-    # _keras_backend.StreamState (TF-tracked on TensorFlow) and shows them here.
-    @property
-    def states(self):
-        """The stateful layer's ``[h, c]`` variables (None when not stateful or not built)."""
-        return None if self._stream is None else [self._stream.h, self._stream.c]
+    _STATES = ("h", "c")
+    _ORIGINAL = "keras.layers.LSTM"
+    _OP = "reset_lstm"
 
-    @states.setter
-    def states(self, value):
-        if value is not None:
-            raise AttributeError(f"{type(self).__name__}.states is read-only; use reset_state()")
+    def _zero_bias(self, dtype):
+        return ops.zeros([4 * self.units], dtype=dtype)
 
-    @property
-    def variables(self):
-        """Keras' ``variables`` (weights and seed state), on JAX with the stream state too: JAX
-        trainers run stateless steps that carry only ``variables`` from one batch to the next,
-        so without it a stateful layer would restart from zeros at every batch of ``fit``,
-        ``evaluate`` and ``predict`` (as keras.layers.LSTM does there). The state stays out of
-        ``weights``, ``get_weights()`` and ``.keras`` files on every backend."""
-        variables = super().variables
-        if self._stream is not None and _keras_backend.backend() == "jax":
-            variables = variables + [self._stream.h, self._stream.c]
-        return variables
 
-    _stream = None  # _StreamState once a stateful layer is built
+@keras.saving.register_keras_serializable(package="resetlstm")
+class ResetGRU(_ResetRNN, keras.layers.GRU):
+    """Gated Recurrent Unit layer whose state can be reset per batch row at any step.
 
-    # ----------------------------------------------------------------- build / shapes / masks
-    def _fail(self, what):
-        raise ValueError(f"{type(self).__name__} '{self.name}': {what}")
+    A drop-in for `keras.layers.GRU` (a subclass of it: every constructor argument, the weights
+    -- a ``keras.layers.GRUCell`` named ``gru_cell`` with ``kernel`` [I, 3H],
+    ``recurrent_kernel`` [H, 3H] and ``bias`` ([2, 3H] with ``reset_after``, else [3H]), gates
+    z, r, h --, config, masking and call signature are the same) computed by the fused
+    ``reset_gru`` op of the Keras backend, in either of Keras' forms (``reset_after=True``, the
+    default and cuDNN's, or ``False``). On top of keras.layers.GRU, as ``ResetLSTM``:
 
-    def _check_shapes(self, sequences_shape, resets_shape=None, mask_shape=None,
-                      initial_state_shape=None):
-        """Static shape checks shared by symbolic (functional) and real calls; unknown
-        dimensions pass (the op checks them at run time)."""
-        def agree(shape, expected):
-            return len(shape) == len(expected) and all(
-                a is None or b is None or a == b for a, b in zip(shape, expected))
+    - ``resets`` call argument, ``[batch, timesteps]`` bool (or 0/1): True at (b, t) zeroes row
+      b's h before step t, in forward time whatever the direction (with ``go_backwards`` a
+      document is read from its last step, see ``backward_resets``); in functional models a
+      second ``keras.Input(shape=(timesteps,), dtype="bool")``.
+    - ``stateful=True``: one persistent stream per batch row; ``reset_state(rows=None)`` zeroes
+      all rows or only the given ones; another batch size than the state's is an error.
 
-        if sequences_shape is None or len(sequences_shape) != 3 or sequences_shape[-1] is None:
-            self._fail("`sequences` (the inputs) must have rank 3 [batch, timesteps, features] "
-                       "with a known feature dimension, received shape "
-                       f"{None if sequences_shape is None else tuple(sequences_shape)}")
-        sequences_shape = tuple(sequences_shape)
-        if self.cell.built and sequences_shape[-1] != self.cell.kernel.shape[0]:
-            self._fail(f"`sequences` (the inputs) must have {self.cell.kernel.shape[0]} features "
-                       f"(the layer was built for that), received shape {sequences_shape}")
-        for name, shape in (("resets", resets_shape), ("mask", mask_shape)):
-            if shape is not None and not agree(tuple(shape), sequences_shape[:2]):
-                self._fail(f"`{name}` must have shape [batch, timesteps] = "
-                           f"{sequences_shape[:2]} (from the inputs of shape {sequences_shape}), "
-                           f"received shape {tuple(shape)}")
-        if initial_state_shape is not None:
-            if len(initial_state_shape) != 2:
-                self._fail("`initial_state` must be a list [h0, c0] of two [batch, units] "
-                           f"tensors, received {len(initial_state_shape)} tensor(s)")
-            for name, shape in zip(("h0", "c0"), initial_state_shape):
-                if not agree(tuple(shape), (sequences_shape[0], self.units)):
-                    self._fail(f"`initial_state` {name} must have shape [batch, units] = "
-                               f"{(sequences_shape[0], self.units)}, received shape "
-                               f"{tuple(shape)}")
-        if self._stream is not None and sequences_shape[0] is not None:
-            expected = int(self._stream.h.shape[0])
-            if sequences_shape[0] != expected:
-                self._fail(f"the layer is stateful with state for batch size {expected} (one "
-                           "stream per row); the inputs must have that batch size, received "
-                           f"batch size {sequences_shape[0]} (inputs shape {sequences_shape}). "
-                           "Use the same batch size, or build a new layer for the new one.")
+    The other arguments behave as ``ResetLSTM`` documents: ``dropout`` (one input mask per
+    sequence, drawn as keras.layers.GRU draws it without recurrent dropout);
+    ``recurrent_dropout`` (one mask per call on h before the recurrent matmuls, shared by the
+    three gates, where keras.layers.GRU draws one per gate); ``go_backwards``,
+    ``zero_output_for_mask``, ``unroll``, ``use_cudnn`` (accepted, kept in the config; the fused
+    kernel runs for every value), ``implementation`` and mixed precision (float32 weights,
+    float32 accumulation and state, outputs in the compute dtype). Only a non-tanh
+    ``activation`` or a non-sigmoid ``recurrent_activation`` is refused, with a ValueError
+    naming keras.layers.GRU, and dropout rates outside [0, 1).
 
-    def build(self, sequences_shape, initial_state_shape=None):
-        self._check_shapes(sequences_shape)
-        batch = sequences_shape[0]
-        if not self.cell.built:
-            self.cell.build((batch, sequences_shape[-1]))
-        if self.stateful and self._stream is None:
-            if batch is None:
-                self._fail("stateful=True needs a static batch size (one stream per batch row): "
-                           "use keras.Input(batch_shape=(batch, timesteps, features)); received "
-                           f"inputs shape {tuple(sequences_shape)}")
-            self._create_state(int(batch))
+    Call arguments: ``sequences`` [batch, timesteps, features]; ``initial_state`` h0 [batch,
+    units] (or a list holding it); ``mask`` [batch, timesteps] (from the inputs' Keras mask
+    when not given); ``training``; ``resets`` [batch, timesteps], forward time. With
+    ``return_state`` the layer returns ``[output, h]`` as keras.layers.GRU does.
+    """
 
-    def _create_state(self, batch_size):
-        def var(name):
-            # on_read: under a tf.distribute strategy each replica keeps its own copy, the
-            # state of its own streams (no other strategy makes sense for per-row state); read
-            # from outside the replicas, the first replica's copy is shown.
-            return keras.Variable(np.zeros((batch_size, self.units)), trainable=False,
-                                  dtype=self.variable_dtype, name=name,
-                                  synchronization="on_read", aggregation="only_first_replica")
+    _STATES = ("h",)
+    _ORIGINAL = "keras.layers.GRU"
+    _OP = "reset_gru"
 
-        with keras.name_scope(self.name, caller=self):
-            self._stream = _keras_backend.stream_state(var("state_h"), var("state_c"))
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
+                 go_backwards=False, stateful=False, unroll=False, reset_after=True,
+                 use_cudnn="auto", zero_output_for_mask=False, **kwargs):
+        implementation = self._init_reset_rnn(units, activation, recurrent_activation, dropout,
+                                              recurrent_dropout, use_cudnn, kwargs)
+        # keras.layers.GRU builds the GRUCell that holds the weights (names, shapes for either
+        # reset_after, initializers, regularizers, constraints, the seed generator of the
+        # dropout masks) and sets the RNN attributes Keras' wrappers read and set.
+        super().__init__(
+            units, activation=activation, recurrent_activation=recurrent_activation,
+            use_bias=use_bias, kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint, dropout=dropout,
+            recurrent_dropout=recurrent_dropout, seed=seed, return_sequences=return_sequences,
+            return_state=return_state, go_backwards=go_backwards, stateful=stateful,
+            unroll=unroll, reset_after=reset_after, use_cudnn=use_cudnn,
+            zero_output_for_mask=zero_output_for_mask, implementation=implementation, **kwargs)
+        self._finish_init(return_sequences, return_state, go_backwards, stateful, unroll,
+                          zero_output_for_mask)
 
-    def compute_output_shape(self, sequences_shape, initial_state_shape=None, resets_shape=None):
-        self._check_shapes(sequences_shape, resets_shape, None, initial_state_shape)
-        batch, steps = sequences_shape[0], sequences_shape[1]
-        out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
-        if self.return_state:
-            return out, (batch, self.units), (batch, self.units)
-        return out
+    def _op_options(self):
+        return {"reset_after": bool(self.reset_after)}
 
-    def compute_mask(self, sequences, mask=None):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        out = mask if self.return_sequences else None
-        return [out, None, None] if self.return_state else out
-
-    # ----------------------------------------------------------------- call
-    def _dropout_masks(self, sequences, training):
-        """(input mask [B, I] or None, recurrent mask [B, H] or None) for this call: in
-        training, one draw per call and rate from the cell's seed generator, input mask first
-        (the order keras.layers.RNN draws them in). Inference draws nothing, so an exported
-        serving function holds no random op and no seed state."""
-        def draw(rate, width):
-            if not (training and rate):
-                return None
-            ones = ops.ones((ops.shape(sequences)[0], width), sequences.dtype)
-            return keras.random.dropout(ones, rate=rate, seed=self.cell.seed_generator)
-
-        return draw(self.cell.dropout, ops.shape(sequences)[2]), draw(self.cell.recurrent_dropout,
-                                                                        self.units)
-
-    def call(self, sequences, initial_state=None, mask=None, training=False, resets=None):
-        args = self._op_arguments(sequences, initial_state, mask, training, resets)
-        outputs, h, c = _keras_backend.reset_lstm_op()(**args)
-        self._store_state(h, c)
-        return self._layer_outputs(outputs, h, c, args["mask"])
-
-    def _op_arguments(self, sequences, initial_state, mask, training, resets):
-        """The layer's semantics up to the fused op: the Keras mask, dtypes, shape checks, a
-        stateful layer's stored state, the dropout masks, go_backwards. Returns the keyword
-        arguments of ``reset_lstm`` (any backend's, or ``resetlstm.tf.portable``'s) for this
-        call."""
-        if mask is None:
-            # Keras fills `mask` itself only when `sequences` is the sole tensor argument.
-            mask = _get_keras_mask(sequences)
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        sequences = ops.convert_to_tensor(sequences)
-        if not _is_float(sequences.dtype):  # integer inputs compute in the layer's dtype, as
-            sequences = ops.cast(sequences, self.compute_dtype)  # keras' matmuls promote them
-        dtype = keras.backend.standardize_dtype(sequences.dtype)
-        resets = None if resets is None else ops.convert_to_tensor(resets)
-        mask = None if mask is None else ops.convert_to_tensor(mask)
-        if initial_state is not None:
-            if not isinstance(initial_state, (list, tuple)):
-                initial_state = [initial_state]  # reported by _check_shapes
-            initial_state = [ops.cast(ops.convert_to_tensor(s), dtype) for s in initial_state]
-        self._check_shapes(sequences.shape, None if resets is None else resets.shape,
-                           None if mask is None else mask.shape,
-                           None if initial_state is None else [s.shape for s in initial_state])
-
-        if self.stateful:
-            if self._stream is None:
-                self.build(sequences.shape)
-            if sequences.shape[0] is None:  # batch unknown while tracing (TF): check at run time
-                sequences = self._assert_stream_batch(sequences)
-            if initial_state is None:
-                # copies: the op's backward reads its initial state after _store_state has
-                # overwritten the variables in place (torch)
-                initial_state = [ops.copy(ops.cast(self._stream.h.value, dtype)),
-                                 ops.copy(ops.cast(self._stream.c.value, dtype))]
-
-        input_mask, recurrent_mask = self._dropout_masks(sequences, training)
-        if input_mask is not None:  # the same mask on the inputs at every step
-            sequences = sequences * ops.expand_dims(input_mask, 1)
-        if self.go_backwards:
-            sequences = ops.flip(sequences, axis=1)
-            mask = None if mask is None else ops.flip(mask, axis=1)
-            resets = None if resets is None else backward_resets(resets)
-
-        bias = (ops.cast(self.cell.bias, dtype) if self.use_bias
-                else ops.zeros([4 * self.units], dtype=dtype))
-        return dict(inputs=sequences, kernel=ops.cast(self.cell.kernel, dtype),
-                    recurrent_kernel=ops.cast(self.cell.recurrent_kernel, dtype), bias=bias,
-                    resets=resets, initial_state=initial_state, mask=mask,
-                    recurrent_dropout_mask=recurrent_mask)
-
-    def _store_state(self, h, c):
-        """A stateful layer keeps the final state for its next call."""
-        if self.stateful:
-            self._stream.h.assign(ops.cast(h, self._stream.h.dtype))
-            self._stream.c.assign(ops.cast(c, self._stream.c.dtype))
-
-    def _layer_outputs(self, outputs, h, c, mask):
-        """The layer's result from the op's (outputs, h, c); `mask` as the op got it."""
-        if self.zero_output_for_mask and mask is not None:
-            outputs = ops.where(ops.expand_dims(ops.cast(mask, "bool"), -1), outputs,
-                                ops.zeros_like(outputs))
-        output = outputs if self.return_sequences else outputs[:, -1]
-        if self.return_state:
-            return output, h, c
-        return output
-
-    def _assert_stream_batch(self, sequences):
-        """`sequences`, with a run-time check of its batch size against the stateful state's
-        (a TF graph traced with an unknown batch size; other backends trace static shapes)."""
-        import tensorflow as tf
-
-        expected = int(self._stream.h.shape[0])
-        check = tf.debugging.assert_equal(
-            tf.shape(sequences)[0], expected, summarize=1,
-            message=f"{type(self).__name__} '{self.name}': the layer is stateful with "
-                    f"state for batch size {expected} (one stream per row); the inputs "
-                    "must have that batch size. Received batch size (x) vs expected (y)")
-        with tf.control_dependencies([check]):
-            return tf.identity(sequences)
-
-    # ----------------------------------------------------------------- stateful streams
-    def reset_state(self, rows=None):
-        """Zero the stored state of all rows (``rows=None``), or of the given rows: integer
-        indices (negative ones count from the end) or a bool vector [batch] (True = reset).
-        Does nothing for a layer that is not stateful or not built yet.
-
-        Under a ``tf.distribute`` strategy with R replicas (called outside ``strategy.run``),
-        each replica holds the state of its own ``batch`` streams and ``rows`` are global
-        stream indices in ``[0, R * batch)``: stream ``g * batch + i`` is row i of replica g
-        (the rule of ``resetlstm.data.PackedDocuments.distribute``)."""
-        if self._stream is None:
-            return
-        batch = int(self._stream.h.shape[0])
-        if rows is None:
-            for v in (self._stream.h, self._stream.c):
-                v.assign(ops.zeros_like(v.value))
-            return
-        if _keras_backend.backend() != "tensorflow":
-            self._reset_rows(self._rows_to_reset(rows, batch))
-            return
-        import tensorflow as tf
-
-        # the strategy the state was created under (from any scope), else the current one
-        strategy = getattr(self._stream.h.value, "distribute_strategy", None) \
-            or tf.distribute.get_strategy()
-        replicas = strategy.num_replicas_in_sync
-        context = tf.distribute.get_replica_context()
-        if replicas == 1 or (context is not None and context.strategy is strategy):
-            # no strategy, or called by one replica (inside strategy.run): its own rows
-            self._reset_rows(self._rows_to_reset(rows, batch))
-            return
-        # Under a strategy every replica holds the state of its own `batch` streams (the
-        # variables are sync-on-read): rows are global stream indices, replica g owns
-        # [g * batch, (g + 1) * batch) (resetlstm.data.PackedDocuments.distribute's rule), and
-        # each replica zeroes its own rows.
-        reset = self._rows_to_reset(rows, replicas * batch)
-
-        def per_replica():
-            g = tf.distribute.get_replica_context().replica_id_in_sync_group
-            self._reset_rows(tf.reshape(reset, [replicas, batch])[g])
-
-        strategy.run(per_replica)
-
-    def _reset_rows(self, reset):
-        for v in (self._stream.h, self._stream.c):
-            value = ops.convert_to_tensor(v.value)
-            v.assign(ops.where(reset[:, None], ops.zeros_like(value), value))
-
-    def _rows_to_reset(self, rows, batch):
-        """``rows`` (indices or a bool vector) as a bool vector [batch] of the backend. Checked
-        eagerly where the values are known, else (inside a TF graph) by assertions."""
-        name = f"{type(self).__name__} '{self.name}'.reset_state"
-        if isinstance(rows, (list, tuple)) and not rows:
-            rows = np.zeros([0], np.int64)
-        tensor = ops.convert_to_tensor(rows)
-        dtype = keras.backend.standardize_dtype(tensor.dtype)
-        if dtype == "bool":
-            if tuple(tensor.shape) != (batch,):
-                raise ValueError(f"{name}: a bool `rows` must have shape [batch] = ({batch},), "
-                                 f"received shape {tuple(tensor.shape)}")
-            return tensor
-        if "int" not in dtype or len(tensor.shape) not in (0, 1):
-            raise ValueError(f"{name}: `rows` must be None, integer row indices (a scalar or "
-                             f"a vector) or a bool vector of shape ({batch},); received dtype "
-                             f"{dtype} shape {tuple(tensor.shape)}")
-        index = ops.reshape(ops.cast(tensor, "int64"), [-1])
-        if _keras_backend.backend() == "tensorflow" and not _tf_executing_eagerly():
-            import tensorflow as tf
-
-            tf.debugging.assert_less(index, tf.constant(batch, tf.int64),
-                                     message=f"{name}: `rows` index >= batch size {batch}")
-            tf.debugging.assert_greater_equal(index, tf.constant(-batch, tf.int64),
-                                              message=f"{name}: `rows` index < -{batch}")
-        else:
-            values = ops.convert_to_numpy(index)
-            bad = values[(values < -batch) | (values >= batch)]
-            if bad.size:
-                raise ValueError(f"{name}: `rows` indices must be in [-{batch}, {batch}) for "
-                                 f"the state's batch size {batch}, received {bad.tolist()}")
-        index = ops.where(index < 0, index + batch, index)
-        hits = ops.scatter(index[:, None], ops.ones_like(index, dtype="int32"), [batch])
-        return hits > 0  # repeated indices add up
-
-    def reset_states(self, rows=None):
-        """Alias of :meth:`reset_state` (keras.layers.LSTM compatibility)."""
-        self.reset_state(rows)
-
-    # ----------------------------------------------------------------- config
-    def get_config(self):
-        # keras.layers.LSTM's config (every constructor argument but use_cudnn, which Keras does
-        # not serialize) plus use_cudnn, so the whole configuration round-trips.
-        return {**super().get_config(), "use_cudnn": self.use_cudnn}
+    def _zero_bias(self, dtype):
+        shape = [2, 3 * self.units] if self.reset_after else [3 * self.units]
+        return ops.zeros(shape, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="resetlstm")
@@ -508,7 +635,7 @@ class Bidirectional(keras.layers.Bidirectional):
     directions: the forward layer resets before a document's first step, the backward layer
     (``go_backwards=True``) before a document's last step, so on documents packed end to end
     each direction sees every document exactly as if it were alone. Both wrapped layers must
-    take ``resets`` (``ResetLSTM``). Without ``resets`` it is keras.layers.Bidirectional.
+    take ``resets`` (``ResetLSTM`` or ``ResetGRU``). Without ``resets`` it is keras.layers.Bidirectional.
 
     Call arguments: those of keras.layers.Bidirectional (``sequences``, ``initial_state``,
     ``mask``, ``training``) plus ``resets``.
@@ -522,7 +649,7 @@ class Bidirectional(keras.layers.Bidirectional):
             if "resets" not in layer.call_signature_parameters:
                 raise ValueError(
                     f"Bidirectional '{self.name}': `resets` needs both wrapped layers to take "
-                    f"`resets` (resetlstm.ResetLSTM); layer '{layer.name}' is a "
+                    f"`resets` (resetlstm.ResetLSTM or ResetGRU); layer '{layer.name}' is a "
                     f"{type(layer).__name__}")
         kwargs = {"resets": resets}
         if self.forward_layer._call_has_training_arg:

@@ -1,5 +1,5 @@
-"""TensorFlow front end: the fused reset-LSTM as a TensorFlow op with registered gradients
-(CPU and GPU kernels), and, for Keras models on the TensorFlow backend, continuous-batching
+"""TensorFlow front end: the fused reset-LSTM and reset-GRU as TensorFlow ops with registered
+gradients (CPU and GPU kernels), and, for Keras models on the TensorFlow backend, continuous-batching
 streaming inference and exports that run without resetlstm.
 
     import resetlstm.tf as rtf
@@ -22,13 +22,15 @@ from resetlstm.tf.ops import build_info, reset_lstm, reset_lstm_cell
 
 __all__ = ["build_info", "reset_lstm", "reset_lstm_cell", "reset_gru", "reset_gru_cell",
            "StreamingModel", "export_portable",
-           "export_litert", "export_onnx", "portable_reset_lstm", "lowered"]
+           "export_litert", "export_onnx", "portable_reset_lstm", "portable_reset_gru",
+           "lowered"]
 
 # name -> module, imported on first use (they need Keras)
 _KERAS_PARTS = {"StreamingModel": "resetlstm.tf.streaming",
                 "export_portable": "resetlstm.tf.export", "export_litert": "resetlstm.tf.export",
                 "export_onnx": "resetlstm.tf.export",
-                "portable_reset_lstm": "resetlstm.tf.portable", "lowered": "resetlstm.tf.portable"}
+                "portable_reset_lstm": "resetlstm.tf.portable",
+                "portable_reset_gru": "resetlstm.tf.portable", "lowered": "resetlstm.tf.portable"}
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
-"""Deploy anywhere: models with ``ResetLSTM`` exported for stock runtimes.
+"""Deploy anywhere: models with ``ResetLSTM`` / ``ResetGRU`` exported for stock runtimes.
 
-A model exported as it is (``model.export``, ``StreamingModel.export``) holds the custom op
-``ResetLSTM`` and loads only where ``import resetlstm`` ran. These exporters trace it with the
+A model exported as it is (``model.export``, ``StreamingModel.export``) holds the custom ops
+``ResetLSTM`` / ``ResetGRU`` and loads only where ``import resetlstm`` ran. These exporters trace it with the
 op lowered to stock TensorFlow ops (``resetlstm.tf.portable``), so the result runs anywhere:
 
 - ``export_portable(model, path)``: a SavedModel (``serve`` endpoint and ``serving_default``
@@ -13,9 +13,11 @@ op lowered to stock TensorFlow ops (``resetlstm.tf.portable``), so the result ru
 ``model`` is a Keras model (the whole-sequence function, inputs as the model's inputs, outputs
 ``output_0``, ...) or a :class:`resetlstm.StreamingModel`: then LiteRT and ONNX get its step in
 the explicit-state form ``(inputs..., new_stream, h, c) -> (output_0, ..., h_next, c_next)``,
-the usual on-device form, where ``h`` and ``c`` are ``[slots, state_size]`` float32 (the states
-of all ``ResetLSTM`` layers side by side, ``StreamingModel.state_size`` columns; zeros for a
-fresh server) and ``new_stream`` zeroes a slot's state before the step.
+the usual on-device form, where ``h`` is ``[slots, state_size]`` float32 (the h of every
+``ResetLSTM`` and ``ResetGRU`` side by side, ``StreamingModel.state_size`` columns), ``c``
+``[slots, cell_state_size]`` (the c of every ``ResetLSTM``; a model of GRUs only has no ``c``
+and no ``c_next``), zeros for a fresh server, and ``new_stream`` zeroes a slot's state before
+the step.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import os
 import tensorflow as tf
 import keras
 
-from resetlstm.tf.model_layers import reset_lstm_layers
+from resetlstm.tf.model_layers import reset_layers
 from resetlstm.tf.portable import lowered
 from resetlstm.tf.stock_ops import check_stock
 from resetlstm.tf.streaming import StreamingModel
@@ -61,25 +63,26 @@ def _check_layers(model, caller, runtime=None, streaming=False):
         raise ValueError(f"{caller} traces TensorFlow graphs; Keras runs on "
                          f"{keras.backend.backend()!r}. Export from a process with "
                          "KERAS_BACKEND=tensorflow (weights and .keras files are the same).")
-    layers = reset_lstm_layers(model)
+    layers = reset_layers(model)
     if not layers:
-        raise ValueError(f"{caller}: `model` has no ResetLSTM layer; export it with "
-                         "model.export, it needs nothing of resetlstm")
+        raise ValueError(f"{caller}: `model` has no ResetLSTM or ResetGRU layer; export it "
+                         "with model.export, it needs nothing of resetlstm")
     if runtime is None:
         return layers
     for layer in layers:
         if layer.compute_dtype != "float32":
             raise ValueError(
-                f"{caller}: ResetLSTM '{layer.name}' computes in {layer.compute_dtype} (dtype "
+                f"{caller}: {type(layer).__name__} '{layer.name}' computes in "
+                f"{layer.compute_dtype} (dtype "
                 f"policy {layer.dtype_policy.name}); {runtime} export needs a float32 model. "
                 "Rebuild it with dtype='float32', copy the weights (get_weights / "
                 "set_weights) and export that (the runtime can quantize it itself).")
         if layer.stateful and not streaming:
             raise ValueError(
-                f"{caller}: ResetLSTM '{layer.name}' is stateful (its state lives in "
+                f"{caller}: {type(layer).__name__} '{layer.name}' is stateful (its state lives in "
                 f"variables); {runtime} export of a whole model is stateless. Serve streams "
                 f"with resetlstm.StreamingModel(model, slots) and export that: its {runtime} "
-                "step takes and returns the state (h, c) explicitly.")
+                "step takes and returns the state explicitly.")
     return layers
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from resetlstm.keras import ResetLSTM
+from resetlstm.keras import ResetGRU, ResetLSTM
 
-__all__ = ["all_layers", "reset_lstm_layers"]
+__all__ = ["all_layers", "reset_layers"]
 
 
 def all_layers(model):
@@ -26,6 +26,7 @@ def all_layers(model):
     return found
 
 
-def reset_lstm_layers(model):
-    """Every ``ResetLSTM`` inside ``model`` (nested models and wrappers included)."""
-    return [layer for layer in all_layers(model) if isinstance(layer, ResetLSTM)]
+def reset_layers(model):
+    """Every ``ResetLSTM`` and ``ResetGRU`` inside ``model`` (nested models and wrappers
+    included), in the model's layer order."""
+    return [layer for layer in all_layers(model) if isinstance(layer, (ResetLSTM, ResetGRU))]

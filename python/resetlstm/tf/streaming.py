@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from resetlstm.keras import ResetLSTM
+from resetlstm.keras import ResetGRU, ResetLSTM
 from resetlstm.tf.model_layers import all_layers
 from resetlstm.tf.ops import _flag_tensor
 from resetlstm.tf.portable import lowered
@@ -28,17 +28,20 @@ from resetlstm.tf.stock_ops import check_stock
 __all__ = ["StreamingModel"]
 
 
+_RESET_LAYERS = (ResetLSTM, ResetGRU)
+
+
 def _lowered_if(portable, model):
     """resetlstm.tf.portable.lowered(model) when ``portable``, else nothing."""
     return lowered(model) if portable else contextlib.nullcontext()
 
 
 def _resets_inputs(model):
-    """Indices of the model inputs that go straight into some ResetLSTM's ``resets``."""
+    """Indices of the model inputs that go straight into some reset layer's ``resets``."""
     inputs = list(model.inputs)
     found = set()
     for layer in all_layers(model):
-        if not isinstance(layer, ResetLSTM):
+        if not isinstance(layer, _RESET_LAYERS):
             continue
         for node in getattr(layer, "_inbound_nodes", []):
             value = node.arguments.kwargs.get("resets")
@@ -49,24 +52,25 @@ def _resets_inputs(model):
 
 
 class StreamingModel:
-    """Serves a trained model whose recurrent layers are ``ResetLSTM``, one step at a time for
-    ``slots`` concurrent streams.
+    """Serves a trained model whose recurrent layers are ``ResetLSTM`` or ``ResetGRU``, one step
+    at a time for ``slots`` concurrent streams.
 
     Args:
-      model: a functional or Sequential Keras model with at least one ``ResetLSTM`` (stacked
-        ones are fine: all of them reset together) and no other recurrent layer. Stateful or
+      model: a functional or Sequential Keras model with at least one ``ResetLSTM`` or
+        ``ResetGRU`` (stacked ones, of either cell, are fine: all of them reset together) and
+        no other recurrent layer. Stateful or
         not, and built for any batch size and sequence length: the streaming copy is built for
-        ``[slots, 1, ...]``. Model inputs that feed a ``ResetLSTM``'s ``resets`` are filled from
+        ``[slots, 1, ...]``. Model inputs that feed a reset layer's ``resets`` are filled from
         ``new_stream``; the others are the step's ``inputs``.
       slots: number of concurrent streams (batch rows).
 
     The streaming copy holds its own copy of the weights (taken now; :meth:`sync_weights`
-    copies them again after more training) and, in every ``ResetLSTM``, the state of every slot.
+    copies them again after more training) and, in every reset layer, the state of every slot.
 
     ``step(inputs, new_stream)``: ``inputs`` has the model's per-step shape with the slots first
     (``[slots]`` token ids, ``[slots, features]``, ...; a list for several inputs), ``new_stream``
     ``[slots]`` bool: True where a new stream starts in that slot at this step (its state is
-    zeroed before the step, in every ResetLSTM). Returns the model's outputs for this step, with
+    zeroed before the step, in every reset layer). Returns the model's outputs for this step, with
     the time axis dropped from outputs of rank >= 3 (``[slots, 1, V]`` -> ``[slots, V]``); rank-2
     outputs (``return_sequences=False``) come as they are. Slots that hold no stream compute
     anyway (their outputs are meaningless; release them so that nothing carries over).
@@ -117,7 +121,7 @@ class StreamingModel:
 
         def clone_layer(layer):
             config = layer.get_config()
-            if isinstance(layer, ResetLSTM):
+            if isinstance(layer, _RESET_LAYERS):
                 config["stateful"] = True  # the slots' state lives in the layer, per row
             return layer.__class__.from_config(config)
 
@@ -129,7 +133,7 @@ class StreamingModel:
             model, input_tensors=(type(structure)(new_inputs)
                                   if isinstance(structure, (list, tuple)) else new_inputs[0]),
             clone_function=clone_layer, recursive=True)
-        self._lstms = [l for l in all_layers(self._model) if isinstance(l, ResetLSTM)]
+        self._layers = [l for l in all_layers(self._model) if isinstance(l, _RESET_LAYERS)]
         self.sync_weights()
         self._step_fn = tf.function(self._step_graph, reduce_retracing=True)
         self._release_fn = tf.function(self._zero_slots, reduce_retracing=True)
@@ -137,25 +141,27 @@ class StreamingModel:
     # ------------------------------------------------------------------ checks
     @staticmethod
     def _check_layers(model):
-        lstms = 0
+        found = 0
         for layer in all_layers(model):
-            if isinstance(layer, ResetLSTM):
+            if isinstance(layer, _RESET_LAYERS):
                 if layer.go_backwards:
                     raise ValueError(
-                        f"StreamingModel: ResetLSTM '{layer.name}' has go_backwards=True; a "
+                        f"StreamingModel: {type(layer).__name__} '{layer.name}' has "
+                        "go_backwards=True; a "
                         "stream is served forward in time, one step at a time")
-                lstms += 1
+                found += 1
             elif isinstance(layer, keras.layers.Bidirectional):
                 raise ValueError(f"StreamingModel: layer '{layer.name}' is Bidirectional; its "
                                  "backward half needs the future of the stream")
             elif isinstance(layer, keras.layers.RNN):
                 raise ValueError(
                     f"StreamingModel: layer '{layer.name}' is a {type(layer).__name__}, whose "
-                    "state cannot be reset per slot; use resetlstm.ResetLSTM for every "
-                    "recurrent layer (its weights load 1:1 from keras.layers.LSTM)")
-        if not lstms:
-            raise ValueError("StreamingModel: `model` has no ResetLSTM layer; there is no "
-                             "state to stream")
+                    "state cannot be reset per slot; use resetlstm.ResetLSTM or ResetGRU for "
+                    "every recurrent layer (their weights load 1:1 from keras.layers.LSTM and "
+                    "GRU)")
+        if not found:
+            raise ValueError("StreamingModel: `model` has no ResetLSTM or ResetGRU layer; "
+                             "there is no state to stream")
 
     def _convert(self, inputs, new_stream):
         """Python-side checks with messages that name the argument, then tensors."""
@@ -203,7 +209,7 @@ class StreamingModel:
             lambda y: tf.squeeze(y, 1) if y.shape.rank >= 3 else y, outputs)
 
     def _zero_slots(self, rows):
-        for layer in self._lstms:
+        for layer in self._layers:
             layer._reset_rows(rows)
 
     # ------------------------------------------------------------------ public
@@ -215,12 +221,12 @@ class StreamingModel:
     def release(self, slots):
         """Zero the state of ``slots`` (indices, or a bool vector [slots]): their streams ended.
         A new stream can then start there with or without ``new_stream``."""
-        rows = self._lstms[0]._rows_to_reset(slots, self.slots)
+        rows = self._layers[0]._rows_to_reset(slots, self.slots)
         self._release_fn(rows)
 
     def reset(self):
         """Zero every slot."""
-        for layer in self._lstms:
+        for layer in self._layers:
             layer.reset_state()
 
     def sync_weights(self):
@@ -234,9 +240,19 @@ class StreamingModel:
 
     @property
     def state_size(self):
-        """Columns of the explicit state ``h`` / ``c`` of the portable step: the units of every
-        ResetLSTM, side by side in the model's layer order."""
-        return sum(layer.units for layer in self._lstms)
+        """Columns of the explicit state ``h`` of the portable step: the units of every
+        ResetLSTM and ResetGRU, side by side in the model's layer order."""
+        return sum(layer.units for layer in self._layers)
+
+    @property
+    def cell_state_size(self):
+        """Columns of the explicit cell state ``c`` of the portable step: the units of every
+        ResetLSTM, side by side in the model's layer order (0: GRUs only, the step has no
+        ``c``)."""
+        return sum(layer.units for layer in self._with_c())
+
+    def _with_c(self):
+        return [layer for layer in self._layers if len(layer._STATES) == 2]
 
     def _step_specs(self):
         return [tf.TensorSpec((self.slots,) + shape, dtype, name=f"inputs_{i}" if i else
@@ -254,13 +270,13 @@ class StreamingModel:
         ``portable=False``: the graph holds the fused op; load with ``import resetlstm`` first
         (it registers the op), then ``tf.saved_model.load(path)``; TF Serving needs the op
         library ``resetlstm/_resetlstm_ops.so`` loaded as a custom op. ``portable=True``: every
-        ResetLSTM is lowered to stock TensorFlow ops (``resetlstm.tf.portable``), so it loads in
+        ResetLSTM / ResetGRU is lowered to stock TensorFlow ops (``resetlstm.tf.portable``), so it loads in
         any TensorFlow process and in stock TF Serving, without resetlstm (same outputs to
         ~1e-6; the fused op is faster, see docs/deploying.md).
         """
         module = tf.Module()
         module.variables_ = [v.value for v in self._model.weights]
-        module.state_ = [v.value for layer in self._lstms for v in layer.states]
+        module.state_ = [v.value for layer in self._layers for v in layer.states]
         specs = self._step_specs()
         flags = tf.TensorSpec((self.slots,), tf.bool, name="new_stream")
 
@@ -290,28 +306,37 @@ class StreamingModel:
     def _explicit_step_function(self):
         """The step in stock ops with the state as explicit inputs and outputs, traced:
         ``f(<inputs>, new_stream, h, c) -> {"output_0": ..., "h_next": h', "c_next": c'}``,
-        ``h`` and ``c`` ``[slots, state_size]`` float32 (every ResetLSTM's state side by side);
-        the variables of the streaming copy are neither read nor written."""
-        units = [layer.units for layer in self._lstms]
-        state = [tf.TensorSpec((self.slots, self.state_size), tf.float32, name=n)
-                 for n in ("h", "c")]
+        ``h`` ``[slots, state_size]`` float32 (every layer's h side by side), ``c`` ``[slots,
+        cell_state_size]`` (every ResetLSTM's c side by side; absent, with ``c_next``, when the
+        model has GRUs only); the variables of the streaming copy are neither read nor
+        written."""
+        with_c = self._with_c()
+        sizes = {"h": self.state_size, "c": self.cell_state_size}
+        names = ("h", "c") if with_c else ("h",)
+        state = [tf.TensorSpec((self.slots, sizes[n]), tf.float32, name=n) for n in names]
         flags = tf.TensorSpec((self.slots,), tf.bool, name="new_stream")
         context = {}
 
         @tf.function(input_signature=[*self._step_specs(), flags, *state], autograph=False)
         def step(*args):
-            *inputs, new_stream, h, c = args
+            inputs, new_stream, given = list(args[:-1 - len(names)]), args[-1 - len(names)], \
+                args[-len(names):]
             fresh = new_stream[:, None]  # a new stream starts from zeros, in every layer
-            h = tf.where(fresh, tf.zeros_like(h), h)
-            c = tf.where(fresh, tf.zeros_like(c), c)
+            given = [tf.where(fresh, tf.zeros_like(s), s) for s in given]
+            h_parts = tf.split(given[0], [layer.units for layer in self._layers], axis=1)
+            c_parts = dict(zip(with_c, tf.split(given[1], [layer.units for layer in with_c],
+                                                axis=1))) if with_c else {}
             lowering = context["lowering"]
-            lowering.explicit = dict(zip(self._lstms, zip(tf.split(h, units, axis=1),
-                                                          tf.split(c, units, axis=1))))
+            lowering.explicit = {
+                layer: (h,) + ((c_parts[layer],) if layer in c_parts else ())
+                for layer, h in zip(self._layers, h_parts)}
             outputs = self._call_model(inputs, new_stream)
-            new_h, new_c = ([tf.cast(lowering.final[layer][i], tf.float32)
-                             for layer in self._lstms] for i in (0, 1))
             result = {f"output_{i}": y for i, y in enumerate(tf.nest.flatten(outputs))}
-            result["h_next"], result["c_next"] = tf.concat(new_h, axis=1), tf.concat(new_c, axis=1)
+            result["h_next"] = tf.concat([tf.cast(lowering.final[layer][0], tf.float32)
+                                          for layer in self._layers], axis=1)
+            if with_c:
+                result["c_next"] = tf.concat([tf.cast(lowering.final[layer][1], tf.float32)
+                                              for layer in with_c], axis=1)
             return result
 
         with lowered(self._model) as context["lowering"]:
@@ -321,4 +346,4 @@ class StreamingModel:
 
     def __repr__(self):
         return (f"StreamingModel(slots={self.slots}, model={self._source.name!r}, "
-                f"ResetLSTM layers={len(self._lstms)})")
+                f"reset layers={len(self._layers)})")
