@@ -8,7 +8,8 @@ needed).
     outputs, h = rj.reset_gru(inputs, kernel, recurrent_kernel, bias, resets=None,
                               reset_after=True)          # kernels [I, 3H], [H, 3H]
 
-Flax: ``resetlstm.jax.linen.ResetLSTM`` (see docs/jax.md).
+Flax: ``resetlstm.jax.linen.ResetLSTM``, ``ResetGRU`` and ``ScannedRNN`` (PureJaxRL's module,
+computed by the fused GRU; see docs/jax.md).
 """
 from resetlstm.jax._gru_op import reset_gru
 from resetlstm.jax._op import reset_lstm
