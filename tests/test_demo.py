@@ -26,6 +26,18 @@ def test_quick_demo_with_compare(capsys):
         assert text in out
 
 
+def test_quick_demo_trains_the_gru_too(capsys):
+    results = demo.main(["--quick", "--cell", "gru", "--compare", "--verbose", "0"])
+    out = capsys.readouterr().out
+    for key in ("resetlstm", "keras"):
+        assert math.isfinite(results[key]["val_bpc"]) and results[key]["val_bpc"] < 7.0
+        assert results[key]["loss"] < 5.0
+    assert results["resetlstm"]["val_targets"] == results["keras"]["val_targets"] > 0
+    for text in ("character-level GRU", "-> GRU(32)", "training resetlstm.ResetGRU",
+                 "keras.layers.GRU the usual way", "ResetGRU vs keras.layers.GRU"):
+        assert text in out, text
+
+
 def test_windows_score_the_same_targets_as_packed_streams():
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 256, size=n).astype(np.int32) for n in (1, 5, 32, 33, 70)]
@@ -60,6 +72,9 @@ def test_arguments():
     assert demo.parse_args([]).batch_size == 256
     with pytest.raises(SystemExit):
         demo.parse_args(["--seq-len", "0"])
+    assert demo.parse_args([]).cell == "lstm" and demo.parse_args(["--cell", "gru"]).cell == "gru"
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--cell", "rnn"])
 
 
 def test_serve_demo_quick(capsys):

@@ -1,12 +1,13 @@
 """The demo behind ``python -m resetlstm``: a character-level language model on the Python
-standard library's own source files, trained statefully on packed document streams.
+standard library's own source files, trained statefully on packed document streams, with either
+cell (``--cell lstm``, the default, or ``--cell gru``).
 
 Every ``.py`` file is one document. The files are laid end to end into ``--batch-size`` streams
 (``resetlstm.data.pack_documents``) with a reset at the first character of every file, and a
-stateful ``ResetLSTM`` reads each stream batch after batch, so the state carries the whole file's
+stateful ``ResetLSTM`` (``ResetGRU``) reads each stream batch after batch, so the state carries the whole file's
 context across batches but never leaks from one file into the next.
 
-``--compare`` trains the same model with ``keras.layers.LSTM`` the usual way: every file cut into
+``--compare`` trains the same model with ``keras.layers.LSTM`` (``GRU``) the usual way: every file cut into
 ``--seq-len`` windows, the last window of each file padded, each window an independent sequence
 starting from a zero state (not stateful), windows shuffled. Both runs see every training character
 the same number of times and are scored on the same held-out files and the same target characters.
@@ -31,9 +32,9 @@ QUICK = dict(train_chars=30_000, val_chars=6_000, max_doc_chars=2_000, batch_siz
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m resetlstm",
-        description="Character-level LSTM language model on the Python standard library's .py "
-                    "files, trained statefully with resetlstm.ResetLSTM on packed document "
-                    "streams (resets at file boundaries).")
+        description="Character-level LSTM (or GRU) language model on the Python standard "
+                    "library's .py files, trained statefully with resetlstm.ResetLSTM "
+                    "(ResetGRU) on packed document streams (resets at file boundaries).")
     p.add_argument("--corpus", default=None,
                    help="directory searched for .py files (default: this Python's stdlib)")
     p.add_argument("--train-chars", type=int, default=2_000_000,
@@ -45,12 +46,16 @@ def parse_args(argv=None):
                         "that no single file is much longer than a stream")
     p.add_argument("--batch-size", type=int, default=256, help="streams (batch rows)")
     p.add_argument("--seq-len", type=int, default=32, help="time steps per batch")
-    p.add_argument("--units", type=int, default=256, help="LSTM units")
+    p.add_argument("--cell", default="lstm", choices=("lstm", "gru"),
+                   help="the recurrent cell: ResetLSTM (against keras.layers.LSTM with "
+                        "--compare) or ResetGRU (against keras.layers.GRU)")
+    p.add_argument("--units", type=int, default=256, help="recurrent units")
     p.add_argument("--embed", type=int, default=64, help="character embedding size")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
     p.add_argument("--compare", action="store_true",
-                   help="also train keras.layers.LSTM the usual way and print both side by side")
+                   help="also train keras.layers.LSTM (GRU) the usual way and print both side "
+                        "by side")
     p.add_argument("--sample-chars", type=int, default=300, help="characters to generate")
     p.add_argument("--prompt", default="def ", help="start of the generated sample")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -158,24 +163,31 @@ def windows(docs, seq_len):
 
 # ----------------------------------------------------------------------------- models
 
-def build_model(args, batch_size=None, seq_len=None, stock=False):
-    """tokens [B, T] (+ resets [B, T] for ResetLSTM) -> logits [B, T, 256]."""
-    import keras
-    from resetlstm.keras import ResetLSTM
+def names(args):
+    """(resetlstm's layer, the stock Keras layer) for ``--cell``, by name."""
+    return ("ResetGRU", "GRU") if args.cell == "gru" else ("ResetLSTM", "LSTM")
 
+
+def build_model(args, batch_size=None, seq_len=None, stock=False):
+    """tokens [B, T] (+ resets [B, T] for ResetLSTM / ResetGRU) -> logits [B, T, 256]."""
+    import keras
+    import resetlstm.keras
+
+    ours, theirs = names(args)
     tokens = keras.Input(batch_shape=(batch_size, seq_len), dtype="int32", name="tokens")
     h = keras.layers.Embedding(VOCAB, args.embed, name="embed")(tokens)
     if stock:
-        h = keras.layers.LSTM(args.units, return_sequences=True, name="lstm")(h)
+        h = getattr(keras.layers, theirs)(args.units, return_sequences=True, name="rnn")(h)
         inputs = tokens
     else:
         resets = keras.Input(batch_shape=(batch_size, seq_len), dtype="bool", name="resets")
-        h = ResetLSTM(args.units, return_sequences=True, stateful=True, name="lstm")(
-            h, resets=resets)
+        h = getattr(resetlstm.keras, ours)(args.units, return_sequences=True, stateful=True,
+                                           name="rnn")(h, resets=resets)
         inputs = [tokens, resets]
     logits = keras.layers.Dense(VOCAB, name="logits", dtype="float32")(h)  # float32 under any
     # dtype policy: the softmax cross-entropy wants full precision
-    return keras.Model(inputs, logits, name="stock_lstm_lm" if stock else "resetlstm_lm")
+    return keras.Model(inputs, logits, name=f"stock_{args.cell}_lm" if stock
+                       else f"reset{args.cell}_lm")
 
 
 def compile_model(model, args):
@@ -283,7 +295,7 @@ def run_stock(args, train_docs, val_docs, initial_weights):
         f"batches of {args.batch_size}; padding {100 * padding:.2f}%")
     model = build_model(args, stock=True)
     compile_model(model, args)
-    model.set_weights(initial_weights)  # the same initial weights as the ResetLSTM run
+    model.set_weights(initial_weights)  # the same initial weights as the resetlstm run
     result = train(model, (x, y), dict(sample_weight=w, batch_size=args.batch_size, shuffle=True),
                    args, len(x), n_chars)
     result.update(padding=padding, batches_per_epoch=batches,
@@ -331,7 +343,9 @@ def main(argv=None):
 
 def run(args):
     t_start = time.perf_counter()
-    log("resetlstm demo: character-level LSTM language model on Python's own source files")
+    ours_name, stock_name = names(args)
+    log(f"resetlstm demo: character-level {stock_name} language model on Python's own source "
+        "files")
     import keras
     import tensorflow as tf
 
@@ -348,15 +362,17 @@ def run(args):
     log(f"  {len(train_docs)} training files ({n_train:,} chars), {len(val_docs)} held-out files "
         f"({n_val:,} chars); {threads} threads, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}")
-    log(f"  model: Embedding({VOCAB}, {args.embed}) -> LSTM({args.units}) -> Dense({VOCAB}); "
+    log(f"  model: Embedding({VOCAB}, {args.embed}) -> {stock_name}({args.units}) -> "
+        f"Dense({VOCAB}); "
         f"batch {args.batch_size} x {args.seq_len} steps, Adam({args.lr}), {args.epochs} epoch(s), "
         f"dtype policy {args.dtype_policy}")
 
-    log("[2/4] training resetlstm.ResetLSTM (stateful, packed streams)")
+    log(f"[2/4] training resetlstm.{ours_name} (stateful, packed streams)")
     ours, model, weights0 = run_resetlstm(args, train_docs, val_docs)
     results = {"resetlstm": ours}
     if args.compare:
-        log("[2b/4] training keras.layers.LSTM the usual way (windows, padded, not stateful)")
+        log(f"[2b/4] training keras.layers.{stock_name} the usual way (windows, padded, not "
+            "stateful)")
         results["keras"] = run_stock(args, train_docs, val_docs, weights0)
 
     if args.save:
@@ -369,7 +385,7 @@ def run(args):
     results["sample"] = sample
 
     log("[4/4] results")
-    rows = [("", "resetlstm.ResetLSTM", "keras.layers.LSTM")]
+    rows = [("", f"resetlstm.{ours_name}", f"keras.layers.{stock_name}")]
     runs = [results["resetlstm"]] + ([results["keras"]] if args.compare else [])
     table = [
         ("training data", lambda r: r["how"]),
@@ -390,7 +406,8 @@ def run(args):
         "held-out files; throughput counts real characters only, after the first batch)")
     if args.compare:
         k = results["keras"]
-        log(f"  ResetLSTM vs keras.layers.LSTM: {ours['chars_per_s'] / k['chars_per_s']:.2f}x "
+        log(f"  {ours_name} vs keras.layers.{stock_name}: "
+            f"{ours['chars_per_s'] / k['chars_per_s']:.2f}x "
             f"throughput, {ours['val_bpc'] - k['val_bpc']:+.3f} validation bits/char")
     log("sample:\n" + "-" * 60 + "\n" + sample + "\n" + "-" * 60)
     log(f"done in {time.perf_counter() - t_start:.0f} s")
