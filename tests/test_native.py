@@ -453,3 +453,36 @@ def test_input_projection_modes_vs_reference(scenario, projection, dtype, monkey
         outs, _, _ = native_run(p, time_major=time_major, training=False,
                                 num_threads=num_threads, upstream=False)
         check_against_reference(p, outs, None, dtype, check_grads=False)
+
+
+# ------------------------------------------------------------------ gate_transpose
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int16])
+@pytest.mark.parametrize("order, H, n", [([1, 0, 2], 5, 7), ([0, 1, 2, 3], 33, 40),
+                                         ([2, 0, 1], 64, 1), ([3, 1, 0, 2], 1, 70)])
+def test_gate_transpose_against_numpy(dtype, order, H, n):
+    """The torch front end's weight conversion: torch's [G*H, n] (row blocks in torch's gate
+    order) as the kernels' [n, G*H] (Keras gate block j = torch block order[j]) and back, bit
+    for bit, against numpy."""
+    G = len(order)
+    weight = (np.random.default_rng(H * n).normal(size=(G * H, n)) * 100).astype(dtype)
+    want = np.concatenate([weight[g * H:(g + 1) * H] for g in order], axis=0).T
+    got = native().gate_transpose(weight, G, order, True)
+    assert got.dtype == weight.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(native().gate_transpose(got, G, order, False), weight)
+
+
+def test_gate_transpose_refusals():
+    with pytest.raises(ValueError, match="a permutation of 0..gates-1"):
+        native().gate_transpose(np.zeros((6, 2), np.float32), 3, [0, 1, 1], True)
+    with pytest.raises(ValueError, match="`order` must hold `gates` entries"):
+        native().gate_transpose(np.zeros((6, 2), np.float32), 3, [0, 1], True)
+    with pytest.raises(ValueError, match="not a multiple of gates = 4"):
+        native().gate_transpose(np.zeros((6, 2), np.float32), 4, [0, 1, 2, 3], True)
+    with pytest.raises(ValueError, match="C-contiguous 2-D array"):
+        native().gate_transpose(np.zeros((6, 2), np.float32).T, 2, [0, 1], False)
+    with pytest.raises(ValueError, match="C-contiguous 2-D array"):
+        native().gate_transpose(np.zeros(6, np.float32), 2, [0, 1], False)
+    with pytest.raises(ValueError, match="elements of 2, 4 or 8 bytes"):
+        native().gate_transpose(np.zeros((6, 2), np.int8), 3, [0, 1, 2], True)

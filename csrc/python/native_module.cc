@@ -18,6 +18,7 @@
 #include <pthread.h>
 
 #include "../kernels/cpu_pool.h"
+#include "../kernels/gate_layout.h"
 #include "../kernels/recurrence_cpu.h"
 #include "../kernels/recurrence_shapes.h"
 #include "openmp_team.h"
@@ -400,6 +401,53 @@ cpu::CellType GruCellType(bool reset_after) {
   return reset_after ? cpu::CellType::kGru : cpu::CellType::kGruResetBefore;
 }
 
+// layout::gate_transpose on a C-contiguous 2-D array of 2-, 4- or 8-byte elements (any float
+// type: a copy of the bits). Returns a new array of the same dtype.
+py::array GateTranspose(const py::array& src, int gates, const std::vector<int>& order,
+                        bool to_kernel) {
+  const char* op = "gate_transpose";
+  if (src.ndim() != 2 || !(src.flags() & py::array::c_style))
+    throw std::invalid_argument(std::string(op) + ": `src` must be a C-contiguous 2-D array");
+  if (gates < 1 || static_cast<int>(order.size()) != gates)
+    throw std::invalid_argument(std::string(op) + ": `order` must hold `gates` entries");
+  std::vector<bool> seen(gates, false);
+  for (int g : order) {
+    if (g < 0 || g >= gates || seen[g])
+      throw std::invalid_argument(std::string(op) + ": `order` must be a permutation of "
+                                  "0..gates-1");
+    seen[g] = true;
+  }
+  const int64_t rows = src.shape(0), cols = src.shape(1);
+  const int64_t blocked = to_kernel ? rows : cols;  // the axis that holds the gate blocks
+  if (blocked % gates != 0)
+    throw std::invalid_argument(std::string(op) + ": the gate axis (" + std::to_string(blocked) +
+                                ") is not a multiple of gates = " + std::to_string(gates));
+  const int64_t H = blocked / gates, n = to_kernel ? cols : rows;
+  py::array dst(src.dtype(), std::vector<py::ssize_t>{cols, rows});
+  const void* in = src.data();
+  void* out = dst.mutable_data();
+  {
+    py::gil_scoped_release release;
+    switch (src.itemsize()) {
+      case 2:
+        layout::gate_transpose(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), n,
+                               H, gates, order.data(), to_kernel);
+        break;
+      case 4:
+        layout::gate_transpose(static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out), n,
+                               H, gates, order.data(), to_kernel);
+        break;
+      case 8:
+        layout::gate_transpose(static_cast<const uint64_t*>(in), static_cast<uint64_t*>(out), n,
+                               H, gates, order.data(), to_kernel);
+        break;
+      default:
+        throw std::invalid_argument(std::string(op) + ": elements of 2, 4 or 8 bytes only");
+    }
+  }
+  return dst;
+}
+
 }  // namespace
 }  // namespace resetlstm
 
@@ -477,6 +525,10 @@ PYBIND11_MODULE(_native, m) {
       py::arg("num_threads") = 0, py::arg("recurrent_dropout_mask") = py::none(),
       py::arg("reset_after") = true,
       "GRU backward (BPTT). Returns (d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h0).");
+  m.def("gate_transpose", &GateTranspose, py::arg("src"), py::arg("gates"), py::arg("order"),
+        py::arg("to_kernel"),
+        "A torch.nn.LSTM / GRU weight [G*H, n] as the kernels' [n, G*H] (to_kernel=True; Keras "
+        "gate block j is torch's row block order[j]) or back (to_kernel=False), in one copy.");
   m.def("selected_isa", &cpu::selected_isa, "SIMD instruction set the CPU kernels run with.");
   m.def(
       "use_openmp_runtime",

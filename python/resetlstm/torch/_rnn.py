@@ -26,25 +26,6 @@ def backward_resets(resets: Tensor, time_axis: int) -> Tensor:
                      time_axis)
 
 
-class KerasLayout(torch.autograd.Function):
-    """``weight.t().contiguous()``: a torch weight [G*H, in] as the kernels' [in, G*H]. Its
-    gradient comes back contiguous in the weight's own layout, as torch.nn.LSTM's and GRU's do
-    (plain ``.t().contiguous()`` would hand ``torch.autograd.grad`` a transposed view), and stays
-    differentiable (double backward)."""
-
-    @staticmethod
-    def forward(weight: Tensor) -> Tensor:
-        return weight.t().contiguous()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.t().contiguous()
-
-
 def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     """The lower-precision dtype of an enabled torch.autocast region on `device_type`, else None
     (torch.nn.LSTM and GRU run in it there too)."""

@@ -8,16 +8,15 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from resetlstm.torch._rnn import KerasLayout, ResetRNNBase
+from resetlstm.torch._rnn import ResetRNNBase
 from resetlstm.torch.gru_ops import reset_gru
+from resetlstm.torch.layout import to_kernel_layout
 
 __all__ = ["ResetGRU"]
 
 
-def _keras_gate_order(t: Tensor) -> Tensor:
-    """torch.nn.GRU's gate blocks (r, z, n) along dim 0 as the kernels' (z, r, h)."""
-    r, z, n = t.chunk(3, dim=0)
-    return torch.cat([z, r, n], dim=0)
+# the kernels' gate blocks (z, r, h) are torch.nn.GRU's blocks (r, z, n) in this order
+_ORDER = (1, 0, 2)
 
 
 class ResetGRU(ResetRNNBase):
@@ -69,14 +68,12 @@ class ResetGRU(ResetRNNBase):
         in the kernels' layout: gate blocks reordered to z, r, h, weights transposed, the input
         and recurrent biases as the two rows (zeros without bias)."""
         w_ih, w_hh, b_ih, b_hh = self._weights(name)
-        kernel = KerasLayout.apply(_keras_gate_order(w_ih.to(dtype)))
-        recurrent = KerasLayout.apply(_keras_gate_order(w_hh.to(dtype)))
-        if self.bias:
-            bias = torch.stack([_keras_gate_order(b_ih.to(dtype)),
-                                _keras_gate_order(b_hh.to(dtype))])
-        else:
-            bias = kernel.new_zeros(2, kernel.shape[1])
-        return kernel, recurrent, bias
+        if self.bias:  # each bias as a [3H, 1] weight: [1, 3H] reordered, then the two rows
+            kernel, recurrent, b_in, b_rec = to_kernel_layout(
+                [w.to(dtype) for w in (w_ih, w_hh, b_ih[:, None], b_hh[:, None])], _ORDER)
+            return kernel, recurrent, torch.cat([b_in, b_rec])
+        kernel, recurrent = to_kernel_layout([w_ih.to(dtype), w_hh.to(dtype)], _ORDER)
+        return kernel, recurrent, kernel.new_zeros(2, kernel.shape[1])
 
     @staticmethod
     def _run(seq, kernel, recurrent, bias, resets, state, time_major):

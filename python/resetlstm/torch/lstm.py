@@ -8,10 +8,14 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from resetlstm.torch._rnn import KerasLayout, ResetRNNBase, backward_resets
+from resetlstm.torch._rnn import ResetRNNBase, backward_resets
+from resetlstm.torch.layout import to_kernel_layout
 from resetlstm.torch.ops import reset_lstm
 
 __all__ = ["ResetLSTM", "backward_resets"]
+
+# torch.nn.LSTM's gate blocks (i, f, g, o) are the kernels' (i, f, c, o)
+_ORDER = (0, 1, 2, 3)
 
 
 class ResetLSTM(ResetRNNBase):
@@ -64,8 +68,7 @@ class ResetLSTM(ResetRNNBase):
         (e.g. "l0_reverse") in the kernels' layout: the transposed weights (torch's gate order
         i, f, g, o is the kernels' i, f, c, o) and the sum of the two biases."""
         w_ih, w_hh, b_ih, b_hh = self._weights(name)
-        kernel = KerasLayout.apply(w_ih.to(dtype))
-        recurrent = KerasLayout.apply(w_hh.to(dtype))
+        kernel, recurrent = to_kernel_layout([w_ih.to(dtype), w_hh.to(dtype)], _ORDER)
         bias = (b_ih + b_hh).to(dtype) if self.bias else kernel.new_zeros(kernel.shape[1])
         return kernel, recurrent, bias
 
