@@ -2,7 +2,8 @@
 
     python bench/gru_bench.py [--frameworks tf,torch,jax] [--batches 16,32,64,128,256,512,1024]
                               [--sizes 128,256] [--T 50] [--shapes "1024,20,512,512"]
-                              [--rounds 3] [--reps 3] [--isa avx2] [--quick] [--out bench/results]
+                              [--rounds 3] [--reps 3] [--isa avx2] [--dropins] [--quick]
+                              [--out bench/results]
 
 Each framework runs in its own process with ``--threads`` threads (default: every CPU), its
 sides on the same data and weights (Keras layout, reset_after=True: Keras' default and the
@@ -13,6 +14,12 @@ torch.nn.GRU / cuDNN form):
 - jax:   resetlstm.jax.reset_gru and the jitted lax.scan GRU (gru_scan below: the pattern of
          PureJaxRL's ScannedRNN, input projection hoisted, jnp.where resets), both with the
          same 2 % resets.
+
+``--dropins`` adds the drop-in layers on the same weights, each against the op alone (no resets
+on either: what the layer adds around the op) and against the stock layer of its framework:
+``resetlstm.ResetGRU`` on Keras' TensorFlow backend (tf), on Keras' torch backend beside
+``keras.layers.GRU`` there and ``resetlstm.torch.ResetGRU`` (torch), on Keras' JAX backend beside
+``keras.layers.GRU`` there, both through ``stateless_call`` under ``jax.jit`` (jax).
 
 Each also times resetlstm with 2 % resets (their cost) and a 2048^3 float32 matmul of its own
 framework (the in-run matmul limit: the GRU's matmul FLOPs, fwd 2*B*T*(I+H)*3H and fwd+bwd three
@@ -53,6 +60,17 @@ OURS, OURS_RESETS = "resetlstm", "resetlstm (2 % resets)"
 PEERS = {"tf": "keras.layers.GRU", "torch": "torch.nn.GRU", "jax": "jax lax.scan GRU"}
 # resetlstm's side each peer is compared with: the scan GRU resets rows as resetlstm does.
 COMPARED = {"keras.layers.GRU": OURS, "torch.nn.GRU": OURS, "jax lax.scan GRU": OURS_RESETS}
+# --dropins: side -> (the op side it wraps, the stock side it stands in for), per framework
+DROPINS = {
+    "tf": {"ResetGRU (Keras)": (OURS, "keras.layers.GRU")},
+    "torch": {"resetlstm.torch.ResetGRU": (OURS, "torch.nn.GRU"),
+              "ResetGRU (Keras, torch backend)": (OURS, "keras.layers.GRU (torch backend)")},
+    "jax": {"ResetGRU (Keras, JAX backend)": (OURS, "keras.layers.GRU (JAX backend)")},
+}
+for _sides in DROPINS.values():
+    for _side, (_op, _stock) in _sides.items():
+        COMPARED.setdefault(_side, _op)
+        COMPARED.setdefault(_stock, _op)
 CHECK_ROWS = 2
 
 
@@ -78,9 +96,12 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="threads (default: every CPU)")
     ap.add_argument("--isa", choices=sorted(isa_cap.CAPS), default=None,
                     help="cap every side to this instruction set (see bench/isa_cap.py)")
+    ap.add_argument("--dropins", action="store_true",
+                    help="also time the drop-in layers against the op and the stock layers")
     ap.add_argument("--quick", action="store_true", help="tiny shapes, 2 rounds (smoke test)")
     ap.add_argument("--out", default=None, help="output directory (default bench/results)")
-    ap.add_argument("--name", default=None, help="file stem (default gru-<cpu>[-avx2-capped])")
+    ap.add_argument("--name", default=None,
+                    help="file stem (default gru[-dropins]-<cpu>[-avx2-capped])")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -211,10 +232,25 @@ def tf_sides(d, threads, matmul_n):
         return {"fwd": lambda: fwd(x).numpy(), "fwdbwd": lambda: fwdbwd(x)[0].numpy()}
 
     mm, flop = tf_variants.make_matmul(matmul_n)
-    return {OURS: pair(lambda x: rtf.reset_gru(x, *weights)[0], weights),
-            OURS_RESETS: pair(lambda x: rtf.reset_gru(x, *weights, resets=resets)[0], weights),
-            PEERS["tf"]: pair(layer, list(layer.trainable_variables)),
-            "matmul": (lambda: mm().numpy(), flop)}
+    sides = {OURS: pair(lambda x: rtf.reset_gru(x, *weights)[0], weights),
+             OURS_RESETS: pair(lambda x: rtf.reset_gru(x, *weights, resets=resets)[0], weights),
+             PEERS["tf"]: pair(layer, list(layer.trainable_variables)),
+             "matmul": (lambda: mm().numpy(), flop)}
+    if d["dropins"]:
+        import resetlstm.keras
+
+        ours = keras_layer(resetlstm.keras.ResetGRU, d)
+        sides["ResetGRU (Keras)"] = pair(ours, list(ours.trainable_variables))
+    return sides
+
+
+def keras_layer(cls, d):
+    """A built Keras GRU layer of `cls` (on the process's Keras backend) holding d's weights."""
+    B, T, I = d["x"].shape
+    layer = cls(d["recurrent_kernel"].shape[0], return_sequences=True)
+    layer.build((B, T, I))
+    layer.set_weights([d["kernel"], d["recurrent_kernel"], d["bias"]])
+    return layer
 
 
 def torch_sides(d, threads, matmul_n):
@@ -247,10 +283,25 @@ def torch_sides(d, threads, matmul_n):
         return {"fwd": fwd, "fwdbwd": fwdbwd}
 
     a = torch.randn(matmul_n, matmul_n)
-    return {OURS: pair(lambda x: rt.reset_gru(x, *weights)[0], weights),
-            OURS_RESETS: pair(lambda x: rt.reset_gru(x, *weights, resets=resets)[0], weights),
-            PEERS["torch"]: pair(lambda x: gru(x)[0], list(gru.parameters())),
-            "matmul": (lambda: torch.mm(a, a), 2.0 * matmul_n ** 3)}
+    sides = {OURS: pair(lambda x: rt.reset_gru(x, *weights)[0], weights),
+             OURS_RESETS: pair(lambda x: rt.reset_gru(x, *weights, resets=resets)[0], weights),
+             PEERS["torch"]: pair(lambda x: gru(x)[0], list(gru.parameters())),
+             "matmul": (lambda: torch.mm(a, a), 2.0 * matmul_n ** 3)}
+    if d["dropins"]:
+        module = rt.ResetGRU(I, H, batch_first=True)
+        module.load_state_dict(gru.state_dict())
+        sides["resetlstm.torch.ResetGRU"] = pair(lambda x: module(x)[0],
+                                                 list(module.parameters()))
+        os.environ["KERAS_BACKEND"] = "torch"  # this process's Keras (not imported before)
+        import keras
+
+        import resetlstm.keras
+
+        for name, cls in (("ResetGRU (Keras, torch backend)", resetlstm.keras.ResetGRU),
+                          ("keras.layers.GRU (torch backend)", keras.layers.GRU)):
+            layer = keras_layer(cls, d)
+            sides[name] = pair(layer, [v.value for v in layer.trainable_variables])
+    return sides
 
 
 def jax_sides(d, threads, matmul_n):
@@ -271,10 +322,24 @@ def jax_sides(d, threads, matmul_n):
 
     a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), jnp.float32)
     dot = jax.jit(jnp.dot)
-    return {OURS: pair(lambda *w: rj.reset_gru(*w)[0]),
-            OURS_RESETS: pair(lambda *w: rj.reset_gru(*w, resets=resets)[0]),
-            PEERS["jax"]: pair(lambda *w: gru_scan(*w, resets)),
-            "matmul": (lambda: jax.block_until_ready(dot(a, a)), 2.0 * matmul_n ** 3)}
+    sides = {OURS: pair(lambda *w: rj.reset_gru(*w)[0]),
+             OURS_RESETS: pair(lambda *w: rj.reset_gru(*w, resets=resets)[0]),
+             PEERS["jax"]: pair(lambda *w: gru_scan(*w, resets)),
+             "matmul": (lambda: jax.block_until_ready(dot(a, a)), 2.0 * matmul_n ** 3)}
+    if d["dropins"]:
+        os.environ["KERAS_BACKEND"] = "jax"  # this process's Keras (not imported before)
+        import keras
+
+        import resetlstm.keras
+
+        def stateless(layer):  # the layer as a function of (inputs, its three weights)
+            fixed = [v.value for v in layer.non_trainable_variables]  # the seed generator's
+            return lambda x, *w: layer.stateless_call(list(w), fixed, x)[0]
+
+        for name, cls in (("ResetGRU (Keras, JAX backend)", resetlstm.keras.ResetGRU),
+                          ("keras.layers.GRU (JAX backend)", keras.layers.GRU)):
+            sides[name] = pair(stateless(keras_layer(cls, d)))
+    return sides
 
 
 BUILDERS = {"tf": tf_sides, "torch": torch_sides, "jax": jax_sides}
@@ -315,7 +380,7 @@ def worker(args):
     spec = json.load(open(args.spec))
     out = {"shapes": []}
     for B, T, I, H in spec["shapes"]:
-        d = make_data(B, T, I, H)
+        d = dict(make_data(B, T, I, H), dropins=spec.get("dropins", False))
         sides = BUILDERS[spec["framework"]](d, spec["threads"], spec["matmul_n"])
         mm, mm_flop = sides.pop("matmul")
         shape_checks = checks(d, sides)  # also traces / compiles every side (not timed)
@@ -364,6 +429,16 @@ def summarize(framework, shape):
         s[peer][f"{mode}_lead"] = med(r[peer][mode] / r[COMPARED[peer]][mode] for r in rounds)
         s[f"{mode}_resets_cost_pct"] = 100 * (med(r[OURS_RESETS][mode] / r[OURS][mode]
                                                   for r in rounds) - 1)
+        for side, (op, stock) in DROPINS[framework].items():
+            if side not in rounds[0]:
+                continue
+            for name in (side, stock):
+                s.setdefault(name, {})[f"{mode}_ms"] = med(r[name][mode] for r in rounds)
+            # the drop-in's cost over the op it wraps (> 1: slower), its lead over the stock
+            # layer (> 1: faster); medians of the rounds' ratios
+            s[side][f"{mode}_vs_op"] = med(r[side][mode] / r[op][mode] for r in rounds)
+            s[side][f"{mode}_lead"] = med(r[stock][mode] / r[side][mode] for r in rounds)
+            s[side]["stock"] = stock
     return s
 
 
@@ -399,6 +474,26 @@ def markdown(result):
                 f"{o['fwd_pct_of_limit']:.0f} % / {o['fwdbwd_pct_of_limit']:.0f} % | "
                 f"{s['fwd_resets_cost_pct']:+.1f} % / {s['fwdbwd_resets_cost_pct']:+.1f} % |")
         lines.append("")
+        dropins = [side for side in DROPINS[framework] if side in shapes[0]["summary"]]
+        if dropins:
+            lines += [f"### {framework}: the drop-in layers", "",
+                      "vs op = drop-in / the op alone on the same weights, no resets on either "
+                      "(> 1: the layer costs more); lead = the stock layer / the drop-in (> 1: "
+                      "the drop-in faster).", "",
+                      "| (B, T, I, H) | drop-in | fwd ms | vs op | fwd+bwd ms | vs op | "
+                      "stock | stock fwd+bwd ms | lead fwd / fwd+bwd |",
+                      "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+            for shape in shapes:
+                s = shape["summary"]
+                for side in dropins:
+                    o, p = s[side], s[s[side]["stock"]]
+                    lines.append(
+                        f"| {common.shape_str(shape['B'], shape['T'], shape['I'], shape['H'])} "
+                        f"| {side} | {common.fmt_ms(o['fwd_ms'])} | {o['fwd_vs_op']:.3f}× | "
+                        f"{common.fmt_ms(o['fwdbwd_ms'])} | {o['fwdbwd_vs_op']:.3f}× | "
+                        f"{o['stock']} | {common.fmt_ms(p['fwdbwd_ms'])} | "
+                        f"{o['fwd_lead']:.2f}× / {o['fwdbwd_lead']:.2f}× |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -407,14 +502,15 @@ def main(argv=None):
     if args.worker:
         return worker(args)
     shapes = all_shapes(args)
-    result, path = common.start_run(args, "gru", argv)
+    result, path = common.start_run(args, "gru-dropins" if args.dropins else "gru", argv)
+    result["dropins"] = args.dropins
     result["shapes"] = shapes
     machine, slug = result["machine"], result["cpu_slug"]
     log(f"== GRU bench: {machine['cpu']['model']} ({slug}), {args.threads} threads, "
         f"ISA {args.isa or 'native'}, {len(shapes)} shapes")
     result["frameworks"] = common.run_framework_workers(
         __file__, args.frameworks, {"shapes": shapes, "rounds": args.rounds, "reps": args.reps,
-                                    "threads": args.threads,
+                                    "threads": args.threads, "dropins": args.dropins,
                                     "matmul_n": QUICK_MATMUL_N if args.quick else MATMUL_N},
         summarize, log)
     common.finish_run(result, path, markdown, log)

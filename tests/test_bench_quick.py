@@ -271,6 +271,33 @@ def test_gru_bench_quick(tmp_path):
                 assert s["resetlstm"][f"{mode}_pct_of_limit"] > 0
 
 
+def test_gru_bench_dropins_quick(tmp_path):
+    """bench/gru_bench.py --quick --dropins: the drop-in layers of every installed framework
+    (Keras on each backend, the torch module), checked against the op before timing, each with
+    its cost over the op and its lead over the stock layer, in the JSON and the table."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gru_bench.py"), "--quick",
+                           "--dropins", "--batches", "2", "--shapes", "", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (js,) = glob.glob(str(tmp_path / "gru-dropins-*-quick.json"))
+    res, text = json.load(open(js)), open(js[:-len(".json")] + ".md").read()
+    expected = {"tf": ["ResetGRU (Keras)"],
+                "torch": ["resetlstm.torch.ResetGRU", "ResetGRU (Keras, torch backend)"],
+                "jax": ["ResetGRU (Keras, JAX backend)"]}
+    for framework, module in (("tf", "tensorflow"), ("torch", "torch"), ("jax", "jax")):
+        if importlib.util.find_spec(module) is None:
+            continue
+        assert f"### {framework}: the drop-in layers" in text
+        (shape,) = res["frameworks"][framework]
+        assert all(c["ok"] for c in shape["checks"])
+        checked = " ".join(c["what"] for c in shape["checks"])
+        for side in expected[framework]:
+            s = shape["summary"][side]
+            assert side in checked and s["stock"] in checked
+            for mode in ("fwd", "fwdbwd"):
+                assert s[f"{mode}_vs_op"] > 0 and s[f"{mode}_lead"] > 0 and s[f"{mode}_ms"] > 0
+
+
 def test_gru_bench_refuses_bad_arguments():
     for argv, message in ((["--shapes", "1,2,3"], "each shape is B,T,I,H"),
                           (["--rounds", "0"], "--rounds must be at least 1"),
