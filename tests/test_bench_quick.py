@@ -298,6 +298,27 @@ def test_gru_bench_dropins_quick(tmp_path):
                 assert s[f"{mode}_vs_op"] > 0 and s[f"{mode}_lead"] > 0 and s[f"{mode}_ms"] > 0
 
 
+def test_rl_benches_quick(tmp_path):
+    """bench/purejaxrl_bench.py and bench/cleanrl_ppo_bench.py --quick: every case checked
+    against the original before timing (PureJaxRL), both modes of the CleanRL-style example
+    trained on the same seed; the JSON and the tables."""
+    if importlib.util.find_spec("flax") is not None:
+        run_quick("purejaxrl_bench.py", tmp_path)
+        (js,) = glob.glob(str(tmp_path / "purejaxrl-*-quick.json"))
+        res = json.load(open(js))
+        assert [c["cell"] for c in res["cases"]] == ["gru", "lstm"]
+        for case in res["cases"]:
+            assert case["check"]["ok"] and case["summary"]["speedup_fwdbwd"] > 0
+        assert "| gru | 2 | 8 |" in open(js[:-len(".json")] + ".md").read()
+    if importlib.util.find_spec("gymnasium") is not None:
+        run_quick("cleanrl_ppo_bench.py", tmp_path)
+        (js,) = glob.glob(str(tmp_path / "cleanrl-ppo-*-quick.json"))
+        res = json.load(open(js))
+        assert sorted(r["mode"] for r in res["runs"]) == ["fused", "loop"]
+        assert all(r["steps_per_second"] > 0 and r["log"] for r in res["runs"])
+        assert res["summary"]["speedup"] > 0
+
+
 def test_gru_bench_refuses_bad_arguments():
     for argv, message in ((["--shapes", "1,2,3"], "each shape is B,T,I,H"),
                           (["--rounds", "0"], "--rounds must be at least 1"),

@@ -350,3 +350,63 @@ def test_scanned_rnn_under_vmap_and_jit():
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+# The same pattern over an LSTM: nn.scan over nn.OptimizedLSTMCell, carry (c, h) reset to zeros.
+class ScannedLSTMPattern(nn.Module):
+    @functools.partial(nn.scan, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=0, out_axes=0)
+    @nn.compact
+    def __call__(self, carry, x):
+        ins, resets = x
+        start = self.initialize_carry(ins.shape[0], ins.shape[1])
+        carry = jax.tree.map(lambda s, c: jnp.where(resets[:, np.newaxis], s, c), start, carry)
+        return nn.OptimizedLSTMCell(features=ins.shape[1])(carry, ins)
+
+    @staticmethod
+    def initialize_carry(batch_size, hidden_size):
+        cell = nn.OptimizedLSTMCell(features=hidden_size)
+        return cell.initialize_carry(jax.random.PRNGKey(0), (batch_size, hidden_size))
+
+
+def test_scanned_lstm_equals_the_pattern_and_draws_its_tree():
+    ins, resets, h = scanned_data(21)
+    carry = (np.random.default_rng(22).normal(size=h.shape), h)
+    key = jax.random.key(3)
+    f32 = [np.asarray(a, np.float32) for a in (ins, resets)]
+    c32 = tuple(np.asarray(a, np.float32) for a in carry)
+    want = ScannedLSTMPattern().init(key, c32, tuple(f32))
+    got = linen.ScannedLSTM().init(key, c32, tuple(f32))
+    assert list(got["params"]) == ["OptimizedLSTMCell_1"]
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+    variables = jax.tree.map(lambda p: np.asarray(p, np.float64), perturbed(want, 23))
+
+    def loss(module, variables, ins, carry, resets):
+        (c, h), ys = module.apply(variables, carry, (ins, resets))
+        return jnp.sum(ys ** 2) + jnp.sum(jnp.sin(h)) + jnp.sum(c ** 3), (c, h, ys)
+
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1, 2), has_aux=True)
+    (_, got_out), g_got = jax.jit(grad(functools.partial(loss, linen.ScannedLSTM())))(
+        variables, ins, carry, resets)
+    (_, want_out), g_want = grad(functools.partial(loss, ScannedLSTMPattern()))(
+        variables, ins, carry, resets)
+    print("ScannedLSTM vs the pattern:", max_abs(got_out, want_out), max_abs(g_got, g_want))
+    for a, b in zip(got_out, want_out):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    assert jax.tree.structure(g_got) == jax.tree.structure(g_want)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    # vmap over independent sequences, the parameters shared
+    stacked = [np.stack([a, 0.5 * a]) for a in (ins, resets.astype(np.float64))]
+    stacked_carry = tuple(np.stack([s, -s]) for s in carry)
+    apply = jax.vmap(lambda i, c, r: linen.ScannedLSTM().apply(variables, c, (i, r > 0)))
+    (c_v, h_v), ys_v = jax.jit(apply)(stacked[0], stacked_carry, stacked[1])
+    for n in range(2):
+        (c_n, h_n), ys_n = ScannedLSTMPattern().apply(
+            variables, tuple(s[n] for s in stacked_carry), (stacked[0][n], resets))
+        np.testing.assert_allclose(ys_v[n], ys_n, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(c_v[n], c_n, rtol=0, atol=1e-12)
+    zeros = linen.ScannedLSTM.initialize_carry(B, F)
+    assert all(z.shape == (B, F) and not np.any(np.asarray(z)) for z in zeros)

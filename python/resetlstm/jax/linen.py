@@ -26,7 +26,7 @@ parameters are in Keras layout, gates z, r, h: ``kernel`` [I, 3H], ``recurrent_k
 [H, 3H], ``bias`` [2, 3H] (input and recurrent bias); ``params_from_gru_cell`` converts
 ``GRUCell``'s. ``ScannedRNN`` is a drop-in replacement for PureJaxRL's module of that name
 (``nn.scan`` over ``nn.GRUCell``): the same call, the same parameter tree, the same initial
-values for the same key.
+values for the same key; ``ScannedLSTM`` is the same pattern over ``nn.OptimizedLSTMCell``.
 """
 from __future__ import annotations
 
@@ -265,3 +265,50 @@ class ScannedRNN(nn.Module):
         """Zeros [batch_size, hidden_size] float32, what the original returns (``nn.GRUCell``'s
         default ``carry_init`` and ``param_dtype``)."""
         return jnp.zeros((batch_size, hidden_size), jnp.float32)
+
+
+class ScannedLSTM(nn.Module):
+    """``ScannedRNN`` with an LSTM: the PureJaxRL pattern written over
+    ``nn.OptimizedLSTMCell`` (``nn.scan``, the carry reset to zeros where an episode starts, a
+    static ``initialize_carry``) as one fused ``reset_lstm`` call.
+
+    ``__call__(carry, x)``: ``carry`` = (c, h), each [B, F] (Flax's order); ``x`` = (ins
+    [T, B, F], resets [T, B], bool or 0/1). The hidden size is F, ``ins.shape[-1]``. Returns
+    ``((c_T, h_T), ys)``, ys [T, B, F].
+
+    Parameters: the tree that pattern makes, ``{'OptimizedLSTMCell_1': {'ii', 'if', 'ig',
+    'io', 'hi', 'hf', 'hg', 'ho'}}`` (its ``initialize_carry`` builds a throwaway cell inside
+    ``__call__``, which takes the name ``OptimizedLSTMCell_0``); a tree with the cell at
+    ``OptimizedLSTMCell_0`` is used as it is. ``init`` runs ``nn.OptimizedLSTMCell`` once under
+    that name, so it draws the same values for the same key; each call converts them with
+    ``params_from_optimized_lstm_cell``.
+    """
+
+    dtype: Optional[Any] = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry, x):
+        ins, resets = x
+        held = self.variables.get("params", {})
+        names = ("OptimizedLSTMCell_1", "OptimizedLSTMCell_0")
+        name = next((n for n in names if n in held), names[0])
+        cell = nn.OptimizedLSTMCell(features=ins.shape[-1], dtype=self.dtype,
+                                    param_dtype=self.param_dtype, name=name)
+        cell_params = cell.variables.get("params")
+        if not cell_params:  # initializing: create them as the pattern does
+            cell(carry, ins[0])
+            cell_params = cell.variables["params"]
+        p = params_from_optimized_lstm_cell(cell_params)
+        c, h = carry
+        ins, kernel, recurrent_kernel, bias, c, h = promote_dtype(
+            ins, p["kernel"], p["recurrent_kernel"], p["bias"], c, h, dtype=self.dtype)
+        ys, h, c = reset_lstm(ins, kernel, recurrent_kernel, bias, resets=resets,
+                              initial_state=(h, c), time_major=True)
+        return (c, h), ys
+
+    @staticmethod
+    def initialize_carry(batch_size, hidden_size):
+        """(c, h) zeros [batch_size, hidden_size] float32, as ``nn.OptimizedLSTMCell``'s."""
+        zeros = jnp.zeros((batch_size, hidden_size), jnp.float32)
+        return zeros, zeros
