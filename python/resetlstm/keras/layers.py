@@ -75,8 +75,9 @@ def _is_float(dtype):
 class _ResetRNN:
     """What ``ResetLSTM`` and ``ResetGRU`` share, mixed in before the Keras layer they subclass:
     argument checks, shapes and masks, the stateful streams with per-row resets, dropout masks,
-    go_backwards, and the call through the backend's fused op. A cell names its state
-    (``_STATES``) and its op (``_op``, ``_op_options``, ``_zero_bias``)."""
+    go_backwards, and the call through the backend's fused op. A cell names its states
+    (``_STATES``), its op (``_OP``) and the Keras layer it stands in for (``_ORIGINAL``), and
+    supplies ``_zero_bias`` (and ``_op_options``, the op's own keyword arguments)."""
 
     _STATES = ("h",)   # the state tensors, in the order the op returns them after the outputs
     _ORIGINAL = ""     # the Keras layer this one stands in for, for messages
