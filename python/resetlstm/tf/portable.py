@@ -54,9 +54,9 @@ def _select_resets(states, reset):
     return tuple(tf.where(r, tf.zeros_like(s), s) for s in states)
 
 
-def _lstm_step(xz, states, recurrent_kernel, drop):
+def _lstm_step(xz, states, recurrent_kernel, drop, recurrent_bias=None):
     """One LSTM step for all rows. xz: [B, 4H] (x_t @ kernel + bias); states (h, c). Returns
-    (h, c) after the step; the output is h."""
+    (h, c) after the step; the output is h. (No recurrent bias: the LSTM's one bias is in xz.)"""
     h, c = states
     z = xz + tf.matmul(h if drop is None else drop * h, recurrent_kernel)
     i, f, g, o = tf.split(z, 4, axis=1)
@@ -64,10 +64,11 @@ def _lstm_step(xz, states, recurrent_kernel, drop):
     return tf.sigmoid(o) * tf.tanh(c_new), c_new
 
 
-def _gru_step(reset_after, recurrent_bias):
+def _gru_step(reset_after):
     """One GRU step of the given form (DESIGN.md "The GRU"; Keras' GRUCell): xz [B, 3H]
-    (x_t @ kernel + input bias), states (h,). Returns (h,) after the step."""
-    def step(xz, states, recurrent_kernel, drop):
+    (x_t @ kernel + input bias), states (h,), the recurrent bias [3H] with ``reset_after``.
+    Returns (h,) after the step."""
+    def step(xz, states, recurrent_kernel, drop, recurrent_bias=None):
         (h,) = states
         hd = h if drop is None else drop * h
         x_z, x_r, x_n = tf.split(xz, 3, axis=1)
@@ -85,12 +86,13 @@ def _gru_step(reset_after, recurrent_bias):
 
 
 def _recurrence(caller, gates, cell_step, inputs, kernel, recurrent_kernel, bias, resets,
-                initial_state, mask, time_major, recurrent_dropout_mask, states):
+                initial_state, mask, time_major, recurrent_dropout_mask, states,
+                recurrent_bias=None):
     """The loop both cells share, in stock ops: checks, the input projection of every step in
     one MatMul, then per step the reset select, ``cell_step`` and the mask select; one step
     traced as it is, more in a ``tf.while_loop`` with a TensorArray. ``bias`` is the input-side
-    bias [gates * H]; ``states`` the number of state tensors. Returns (outputs, *final states)
-    in the dtype of ``inputs``."""
+    bias [gates * H], ``recurrent_bias`` (the GRU's, or None) goes to ``cell_step``; ``states``
+    the number of state tensors. Returns (outputs, *final states) in the dtype of ``inputs``."""
     x = tf.convert_to_tensor(inputs)
     dtype = x.dtype
     if dtype not in (tf.float32, tf.float64) + _HALF:
@@ -104,6 +106,8 @@ def _recurrence(caller, gates, cell_step, inputs, kernel, recurrent_kernel, bias
         return tf.cast(tf.cast(value, dtype), work)
 
     kernel, recurrent_kernel, bias = map(widen, (kernel, recurrent_kernel, bias))
+    if recurrent_bias is not None:
+        recurrent_bias = widen(recurrent_bias)
     units = recurrent_kernel.shape[0]
     if units is None:
         raise ValueError(f"{caller}: `recurrent_kernel` needs a static shape [H, {gates}H]")
@@ -126,7 +130,7 @@ def _recurrence(caller, gates, cell_step, inputs, kernel, recurrent_kernel, bias
 
     def one_step(t, state, y):
         state = _select_resets(state, None if resets is None else resets[t])
-        new = cell_step(xz[t], state, recurrent_kernel, drop)
+        new = cell_step(xz[t], state, recurrent_kernel, drop, recurrent_bias)
         if mask is None:
             return new, new[0]
         m = mask[t][:, None]  # a masked step carries the state and repeats the previous output
@@ -184,13 +188,10 @@ def portable_reset_gru(inputs, kernel, recurrent_kernel, bias, resets=None, init
                              f"{'[2, 3H]' if reset_after else '[3H]'}, got shape {bias.shape}")
         if initial_state is not None and not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
-        input_bias = bias[0] if reset_after else bias
-        dtype = tf.convert_to_tensor(inputs).dtype
-        work = tf.float64 if dtype == tf.float64 else tf.float32
-        recurrent_bias = tf.cast(tf.cast(bias[1], dtype), work) if reset_after else None
-        return _recurrence(caller, 3, _gru_step(bool(reset_after), recurrent_bias), inputs,
-                           kernel, recurrent_kernel, input_bias, resets, initial_state, mask,
-                           time_major, recurrent_dropout_mask, states=1)
+        return _recurrence(caller, 3, _gru_step(bool(reset_after)), inputs, kernel,
+                           recurrent_kernel, bias[0] if reset_after else bias, resets,
+                           initial_state, mask, time_major, recurrent_dropout_mask, states=1,
+                           recurrent_bias=bias[1] if reset_after else None)
 
 
 class _Lowering:

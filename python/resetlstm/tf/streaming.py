@@ -252,7 +252,7 @@ class StreamingModel:
         return sum(layer.units for layer in self._with_c())
 
     def _with_c(self):
-        return [layer for layer in self._layers if len(layer._STATES) == 2]
+        return [layer for layer in self._layers if "c" in layer._STATES]
 
     def _step_specs(self):
         return [tf.TensorSpec((self.slots,) + shape, dtype, name=f"inputs_{i}" if i else
@@ -319,8 +319,8 @@ class StreamingModel:
 
         @tf.function(input_signature=[*self._step_specs(), flags, *state], autograph=False)
         def step(*args):
-            inputs, new_stream, given = list(args[:-1 - len(names)]), args[-1 - len(names)], \
-                args[-len(names):]
+            *inputs, new_stream = args[:-len(names)]
+            given = args[-len(names):]
             fresh = new_stream[:, None]  # a new stream starts from zeros, in every layer
             given = [tf.where(fresh, tf.zeros_like(s), s) for s in given]
             h_parts = tf.split(given[0], [layer.units for layer in self._layers], axis=1)

@@ -97,54 +97,44 @@ def _grads(convert):
 
 
 # the ops' autograd, for torch.compile (the eager path below is cheaper per call)
-_to_kernel.register_autograd(_grads(lambda g, order: _from_kernel(g, order)),
-                             setup_context=_save_order)
-_from_kernel.register_autograd(_grads(lambda g, order: _to_kernel(g, order)),
-                               setup_context=_save_order)
+_to_kernel.register_autograd(_grads(_from_kernel), setup_context=_save_order)
+_from_kernel.register_autograd(_grads(_to_kernel), setup_context=_save_order)
 
 
-def _convert(op, tensors, order, to_kernel):
-    """The custom op off the CPU; on the CPU its kernel directly (the dispatcher's round trip
-    costs as much as the copy)."""
-    if any(t.device.type != "cpu" for t in tensors):
-        return tuple(op(tensors, order))
-    return tuple(_cpu(t, order, to_kernel) for t in tensors)
-
-
-class _ToKernel(torch.autograd.Function):
-    """to_kernel_layout in eager mode: its gradient is from_kernel_layout and back, so that
-    double backward works. An autograd.Function on the kernel itself costs about half of
-    what the custom op with its registered autograd costs per call (measured: 151 vs 257 us
-    fwd+bwd for a GRU layer's three tensors at H = 128); under torch.compile, which does not
-    trace this Function's context, the custom op runs."""
+class _Layout(torch.autograd.Function):
+    """The conversion in eager mode, ``to_kernel`` choosing the direction; its gradient is the
+    other direction, so double backward works. An autograd.Function on the CPU kernel itself
+    costs about half of what the custom op with its registered autograd costs per call
+    (measured: 151 vs 257 us fwd+bwd for a GRU layer's three tensors at H = 128); under
+    torch.compile, which does not trace this Function's context, the custom ops run. Off the
+    CPU the forward calls the custom op (its generic kernel)."""
 
     @staticmethod
-    def forward(order, *weights):
-        return _convert(_to_kernel, list(weights), order, True)
+    def forward(to_kernel, order, *tensors):
+        tensors = list(tensors)
+        if any(t.device.type != "cpu" for t in tensors):
+            return tuple((_to_kernel if to_kernel else _from_kernel)(tensors, order))
+        # on the CPU the kernel directly: the dispatcher's round trip costs as much as the copy
+        return tuple(_cpu(t, order, to_kernel) for t in tensors)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.order = inputs[0]
+        ctx.to_kernel, ctx.order = inputs[0], inputs[1]
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None,) + _FromKernel.apply(ctx.order, *grads)
+        return (None, None) + _Layout.apply(not ctx.to_kernel, ctx.order, *grads)
 
 
-class _FromKernel(torch.autograd.Function):
-    """from_kernel_layout with autograd (the inverse of _ToKernel)."""
-
-    @staticmethod
-    def forward(order, *kernels):
-        return _convert(_from_kernel, list(kernels), order, False)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.order = inputs[0]
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (None,) + _ToKernel.apply(ctx.order, *grads)
+def _convert(tensors: Sequence[Tensor], order: Sequence[int], to_kernel: bool) -> List[Tensor]:
+    """Both public functions: the checks, then the custom op where torch.compile traces, the
+    eager Function otherwise."""
+    what, axis = ("to_kernel_layout", 0) if to_kernel else ("from_kernel_layout", 1)
+    for t in tensors:
+        order = _checked(t, order, axis, what)
+    if torch.compiler.is_compiling():
+        return (_to_kernel if to_kernel else _from_kernel)(list(tensors), order)
+    return list(_Layout.apply(to_kernel, order, *tensors))
 
 
 def _checked(t: Tensor, order: Sequence[int], axis: int, what: str) -> List[int]:
@@ -161,17 +151,9 @@ def _checked(t: Tensor, order: Sequence[int], axis: int, what: str) -> List[int]
 def to_kernel_layout(weights: Sequence[Tensor], order: Sequence[int]) -> List[Tensor]:
     """Torch weights [G*H, n] as the kernels' [n, G*H], gate block j = torch's block order[j];
     all of them in one call and one autograd node (differentiable, twice)."""
-    for w in weights:
-        order = _checked(w, order, 0, "to_kernel_layout")
-    if torch.compiler.is_compiling():
-        return _to_kernel(list(weights), order)
-    return list(_ToKernel.apply(order, *weights))
+    return _convert(weights, order, True)
 
 
 def from_kernel_layout(kernels: Sequence[Tensor], order: Sequence[int]) -> List[Tensor]:
     """The inverse of ``to_kernel_layout``: the kernels' [n, G*H] as torch weights [G*H, n]."""
-    for k in kernels:
-        order = _checked(k, order, 1, "from_kernel_layout")
-    if torch.compiler.is_compiling():
-        return _from_kernel(list(kernels), order)
-    return list(_FromKernel.apply(order, *kernels))
+    return _convert(kernels, order, False)
