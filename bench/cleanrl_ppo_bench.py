@@ -73,8 +73,12 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output directory (default bench/results)")
     ap.add_argument("--name", default=None, help="file stem (default cleanrl-ppo-<cpu>)")
     args = ap.parse_args(argv)
-    args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
-    args.total_timesteps = args.total_timesteps or (1024 if args.quick else 100_000)
+    if args.seeds is None:
+        args.seeds = [1] if args.quick else [1, 2, 3]
+    if not args.seeds:
+        ap.error("--seeds must name at least one seed")
+    if args.total_timesteps is None:
+        args.total_timesteps = 1024 if args.quick else 100_000
     if args.total_timesteps < 256:
         ap.error(f"--total-timesteps must be at least 256 (one update), got "
                  f"{args.total_timesteps}")

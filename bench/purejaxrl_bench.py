@@ -139,11 +139,14 @@ def main(argv=None):
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     q = args.quick
-    args.envs = args.envs or ([2] if q else [4, 16, 64])
-    args.hidden = args.hidden or ([8] if q else [128, 256])
-    args.T = args.T or (6 if q else 128)
-    args.rounds = args.rounds or (2 if q else 5)
-    args.reps = args.reps or (1 if q else 5)
+    defaults = dict(envs=([2], [4, 16, 64]), hidden=([8], [128, 256]), T=(6, 128),
+                    rounds=(2, 5), reps=(1, 5))
+    for name, (quick, full) in defaults.items():  # None: not given (0 is an error below)
+        if getattr(args, name) is None:
+            setattr(args, name, quick if q else full)
+    for name in ("envs", "hidden"):
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            ap.error(f"--{name} must be positive integers, got {getattr(args, name)}")
     cells = [c for c in args.cells.split(",") if c]
     bad = [c for c in cells if c not in ("gru", "lstm")]
     if bad:

@@ -319,6 +319,21 @@ def test_rl_benches_quick(tmp_path):
         assert res["summary"]["speedup"] > 0
 
 
+def test_rl_benches_refuse_bad_arguments():
+    for script, argv, message in (
+            ("purejaxrl_bench.py", ["--cells", "rnn"], "--cells: gru and/or lstm, got ['rnn']"),
+            ("purejaxrl_bench.py", ["--T", "0"], "--T must be at least 1, got 0"),
+            ("purejaxrl_bench.py", ["--envs", "0"], "--envs must be positive integers, got [0]"),
+            ("cleanrl_ppo_bench.py", ["--total-timesteps", "100"],
+             "--total-timesteps must be at least 256 (one update), got 100"),
+            ("cleanrl_ppo_bench.py", ["--total-timesteps", "0"],
+             "--total-timesteps must be at least 256 (one update), got 0"),
+            ("cleanrl_ppo_bench.py", ["--seeds", ","], "--seeds must name at least one seed")):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", script)] + argv,
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr, (script, argv, proc.stderr[-2000:])
+
+
 def test_gru_bench_refuses_bad_arguments():
     for argv, message in ((["--shapes", "1,2,3"], "each shape is B,T,I,H"),
                           (["--rounds", "0"], "--rounds must be at least 1"),
